@@ -1,0 +1,74 @@
+# kvm-clone: `make demo` tries it on a local lab, `make test` runs the whole test suite.
+# Both install what they need first (Debian packages as root, then a venv in .venv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KVM_CLONE := $(BIN)/kvm-clone
+PYTEST_ARGS ?=
+
+# Debian 12 packages: libvirt + QEMU + sshd for the lab hosts, headers to build libvirt-python,
+# busybox-static + cpio for the lab's booting guest, genisoimage/ovmf for the sample VMs.
+APT_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients \
+	qemu-system-x86 qemu-utils openssh-server openssh-client libvirt-dev pkg-config gcc \
+	python3-dev python3-venv busybox-static cpio ovmf genisoimage util-linux iproute2 procps \
+	rsync zstd tmux
+
+.PHONY: help deps apt venv lab-up lab-down lab-status demo test lint typecheck pytest format clean
+
+help:
+	@echo "make demo      install what is needed, start the lab, show what is on it"
+	@echo "make test      install what is needed, start the lab, run lint, types and all tests"
+	@echo "make lab-down  stop the lab (its files stay; 'kvm-clone lab down --purge' deletes them)"
+
+deps: apt venv
+
+apt:
+	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${binary:Package}\n' $(APT_PACKAGES) 2>/dev/null \
+		| awk '$$1 != "ii" {print $$2}'; for p in $(APT_PACKAGES); do \
+		dpkg-query -W $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lab-up: deps
+	$(KVM_CLONE) lab up
+
+lab-down:
+	@if [ -x $(KVM_CLONE) ]; then $(KVM_CLONE) lab down; fi
+
+lab-status:
+	$(KVM_CLONE) lab status
+
+demo: lab-up
+	$(KVM_CLONE) lab status
+
+lint: venv
+	$(BIN)/ruff check kvm_clone_tui tests
+	$(BIN)/ruff format --check kvm_clone_tui tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: lab-up
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+format: venv
+	$(BIN)/ruff format kvm_clone_tui tests
+	$(BIN)/ruff check --fix kvm_clone_tui tests
+
+clean: lab-down
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
