@@ -196,10 +196,8 @@ def _check_static(busybox: Path) -> bytes:
         raise RuntimeError(f"{busybox} missing or not 64-bit ELF (apt-get install busybox-static)")
     (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    pt_interp = 3
-    if any(
-        struct.unpack_from("<I", data, phoff + i * phentsize)[0] == pt_interp for i in range(phnum)
-    ):
+    types = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
+    if 3 in types:  # PT_INTERP
         raise RuntimeError(f"{busybox} is dynamically linked (apt-get install busybox-static)")
     return data
 
@@ -229,13 +227,9 @@ def build_initramfs(cache_dir: Path, modules_dir: Path) -> Path:
         (root / "init").write_text(init_script)
         (root / "init").chmod(0o755)
         names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-        res = subprocess.run(
-            ["cpio", "--null", "-o", "-H", "newc", "--owner=0:0", "--quiet"],
-            cwd=root,
-            input="\0".join(names).encode() + b"\0",
-            capture_output=True,
-            check=False,
-        )
+        cpio = ["cpio", "--null", "-o", "-H", "newc", "--owner=0:0", "--quiet"]
+        listing = "\0".join(names).encode() + b"\0"
+        res = subprocess.run(cpio, cwd=root, input=listing, capture_output=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"cpio failed: {res.stderr.decode(errors='replace').strip()}")
         part = Path(tmp) / out.name
@@ -276,32 +270,12 @@ def probe_boot(
     disk.unlink(missing_ok=True)
     with disk.open("wb") as f:
         f.truncate(64 * 1024 * 1024)
-    cmd = [
-        "qemu-system-x86_64",
-        "-accel",
-        accel,
-        "-m",
-        "256",
-        "-nographic",
-        "-no-reboot",
-        "-kernel",
-        str(assets.kernel),
-        "-initrd",
-        str(assets.initrd),
-        "-append",
-        assets.cmdline,
-        "-drive",
-        f"file={disk},if=virtio,format=raw",
-        "-nic",
-        "none",
-    ]
+    cmd = ["qemu-system-x86_64", "-accel", accel, "-m", "256", "-nographic", "-no-reboot"]
+    cmd += ["-kernel", str(assets.kernel), "-initrd", str(assets.initrd), "-append", assets.cmdline]
+    cmd += ["-drive", f"file={disk},if=virtio,format=raw", "-nic", "none"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
     try:
         deadline = time.monotonic() + timeout

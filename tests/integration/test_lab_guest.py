@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,19 +20,14 @@ from kvm_clone_tui.lab.guest import (
     probe_boot,
     scan_disk_markers,
 )
+from kvm_clone_tui.lab.layout import default_cache_dir
 
 MiB = 1024 * 1024
-TOOLS = ("qemu-system-x86_64", "cpio", "apt-get", "apt-cache", "dpkg-deb")
-
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(tool) is None for tool in TOOLS) or not Path("/bin/busybox").is_file(),
-    reason=f"needs {', '.join(TOOLS)} and busybox-static",
-)
 
 
 @pytest.fixture(scope="module")
 def cache_dir() -> Path:
-    return Path(os.environ.get("KVM_CLONE_LAB_CACHE") or "/var/cache/kvm-clone-lab/test-guest")
+    return default_cache_dir()  # the lab's own cache: the kernel is fetched once per machine
 
 
 @pytest.fixture(scope="module")
