@@ -123,7 +123,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     path = sub.add_parser("path", help="print the lab's state directory")
     path.set_defaults(handler=lambda lab, _args: print(lab.layout.root) or 0)
 
-    parser.set_defaults(handler=None)
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

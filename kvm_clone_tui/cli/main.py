@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from kvm_clone_tui import __version__
-from kvm_clone_tui.cli import lab_cmd
+from kvm_clone_tui.cli import config_cmd, lab_cmd, list_cmd
 
 DESCRIPTION = """\
 Clone and synchronise KVM virtual machines between libvirt hosts over SSH.
@@ -20,10 +20,12 @@ terminal UI.
 EPILOG = """\
 examples:
   kvm-clone lab up                      start a local three-host lab to try it on
-  kvm-clone lab ssh alpha virsh list --all
+  kvm-clone list alpha beta             the VMs of two hosts
+  kvm-clone list alpha --output json    ... for scripts
 
 exit codes:
-  0 success   1 error   2 bad usage or command not available yet   3 some hosts are down
+  0 success   1 error (e.g. a host failed)   2 bad usage, or command not available yet
+  3 (lab status) some lab hosts are down
 """
 
 # Commands whose implementation lands with later issues. They exist so that `--help` shows the
@@ -32,8 +34,6 @@ PENDING: dict[str, tuple[str, str]] = {
     "tui": ("open the terminal UI (hosts side by side, drag-and-drop clone)", "the TUI"),
     "clone": ("clone a VM to another host", "the clone engine"),
     "sync": ("bring an earlier clone up to date", "incremental sync"),
-    "list": ("list the VMs of one or more hosts", "host inventory"),
-    "config": ("show or change kvm-clone's configuration", "configuration"),
 }
 
 
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"it arrives with {feature}.",
         )
         pending.set_defaults(pending=feature)
+    list_cmd.add_parser(sub)
+    config_cmd.add_parser(sub)
     lab_cmd.add_parser(sub)
     return parser
 
@@ -64,12 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "tui"
-    if command == "lab":
-        return lab_cmd.run(args)
+    run = getattr(args, "run", None)
+    if run is not None:
+        code: int = run(args)
+        return code
     feature = getattr(args, "pending", PENDING[command][1])
     print(
         f"kvm-clone {command}: not available yet in version {__version__} (it arrives with "
-        f"{feature}). Available now: `kvm-clone lab`.",
+        f"{feature}). Available now: `kvm-clone list`, `kvm-clone config`, `kvm-clone lab`.",
         file=sys.stderr,
     )
     return 2

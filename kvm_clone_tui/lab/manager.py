@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kvm_clone_tui.lab.client_config import write_client_config
 from kvm_clone_tui.lab.guest import GuestAssets, build_guest_assets, probe_boot
 from kvm_clone_tui.lab.host import HostStatus, LabHostRuntime
 from kvm_clone_tui.lab.layout import LabError, LabHost, LabLayout, LabState
@@ -91,6 +92,7 @@ class Lab:
         for runtime in runtimes:
             runtime.write_peer_files(hosts, known)
         write_operator_files(self.layout, [(r.host, r.host_public_key()) for r in runtimes])
+        write_client_config(self.layout, hosts)
 
         guest: GuestAssets | None = None
         domain_type = "qemu"

@@ -1,0 +1,257 @@
+"""A host's inventory (VMs, disks, pools), read through libvirt and kept current by its events.
+
+A full read costs one bulk stats call plus one XML read per domain; afterwards each lifecycle
+event re-reads only the domain it names, so a host with hundreds of VMs is never re-listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from kvm_clone_tui.engine.domain_xml import DomainXMLError, parse_domain
+from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.models import (
+    VM,
+    BackingFile,
+    Disk,
+    HostInventory,
+    Pool,
+    VMState,
+)
+
+log = logging.getLogger(__name__)
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: VMState.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: VMState.BLOCKED,
+    libvirt.VIR_DOMAIN_PAUSED: VMState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: VMState.SHUTTING_DOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: VMState.SHUT_OFF,
+    libvirt.VIR_DOMAIN_CRASHED: VMState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: VMState.SUSPENDED,
+}
+_STATS = (
+    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BLOCK
+)
+
+
+def _block_sizes(stats: dict[str, Any], active: bool) -> dict[str, tuple[int | None, int | None]]:
+    """Target -> (virtual size, bytes used on the host) from bulk block stats."""
+    sizes: dict[str, tuple[int | None, int | None]] = {}
+    for i in range(int(stats.get("block.count", 0))):
+        name = stats.get(f"block.{i}.name")
+        if not name or name in sizes:
+            continue  # later entries with the same name are backing layers
+        capacity = stats.get(f"block.{i}.capacity")
+        # libvirt reports host usage as `physical` for running domains (where `allocation` is
+        # the highest written offset) and as `allocation` for inactive ones.
+        used = stats.get(f"block.{i}.physical" if active else f"block.{i}.allocation")
+        sizes[name] = (capacity, used)
+    return sizes
+
+
+def _volume_backing(conn: libvirt.virConnect, path: str) -> tuple[BackingFile, ...]:
+    """The backing chain of an image that is a pool volume (libvirt knows it for inactive VMs)."""
+    chain: list[BackingFile] = []
+    seen = {path}
+    current = path
+    while True:
+        try:
+            xml = conn.storageVolLookupByPath(current).XMLDesc(0)
+        except libvirt.libvirtError:
+            return tuple(chain)
+        backing = ET.fromstring(xml).find("backingStore")
+        if backing is None or not backing.findtext("path"):
+            return tuple(chain)
+        current = (backing.findtext("path") or "").strip()
+        fmt = backing.find("format")
+        chain.append(BackingFile(current, fmt.get("type") if fmt is not None else None))
+        if current in seen:  # a loop in hostile metadata: stop
+            return tuple(chain)
+        seen.add(current)
+
+
+def read_vm(conn: libvirt.virConnect, dom: libvirt.virDomain, stats: dict[str, Any]) -> VM:
+    """Build the model of one domain (blocking: run in the libvirt thread pool)."""
+    state = _STATES.get(int(stats.get("state.state", 0)), VMState.UNKNOWN)
+    active = state not in (VMState.SHUT_OFF, VMState.UNKNOWN, VMState.CRASHED)
+    try:
+        parsed = parse_domain(dom.XMLDesc(0))
+    except DomainXMLError as exc:
+        return VM(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            state=state,
+            vcpus=0,
+            memory_kib=0,
+            autostart=False,
+            persistent=bool(dom.isPersistent()),
+            domain_type="unknown",
+            warnings=(str(exc),),
+        )
+    sizes = _block_sizes(stats, active)
+    disks: list[Disk] = []
+    for disk in parsed.disks:
+        virtual, used = sizes.get(disk.target, (None, None))
+        chain = disk.backing_chain
+        if (
+            not chain
+            and disk.path
+            and disk.format not in (None, "raw")
+            and disk.source_type in ("file", "block")
+        ):
+            chain = _volume_backing(conn, disk.path)
+        disks.append(
+            dataclasses.replace(disk, virtual_size=virtual, allocation=used, backing_chain=chain)
+        )
+    vcpus = int(stats.get("vcpu.current", parsed.vcpus)) if active else parsed.vcpus
+    return VM(
+        name=parsed.name,
+        uuid=parsed.uuid,
+        state=state,
+        vcpus=vcpus,
+        memory_kib=parsed.memory_kib,
+        autostart=bool(dom.autostart()) if dom.isPersistent() else False,
+        persistent=bool(dom.isPersistent()),
+        domain_type=parsed.domain_type,
+        disks=tuple(disks),
+        nics=tuple(parsed.nics),
+        nvram=parsed.nvram,
+        tpm=parsed.tpm,
+        warnings=tuple(parsed.warnings),
+    )
+
+
+def _read_pools(conn: libvirt.virConnect) -> tuple[Pool, ...]:
+    pools = []
+    for pool in conn.listAllStoragePools(0):
+        state, capacity, allocation, available = pool.info()
+        root = ET.fromstring(pool.XMLDesc(0))
+        pools.append(
+            Pool(
+                name=pool.name(),
+                type=root.get("type", "unknown"),
+                path=(root.findtext("target/path") or "").strip() or None,
+                active=state == libvirt.VIR_STORAGE_POOL_RUNNING,
+                capacity=capacity,
+                allocation=allocation,
+                available=available,
+            )
+        )
+    return tuple(sorted(pools, key=lambda p: p.name))
+
+
+def read_inventory(conn: libvirt.virConnect, host: str) -> HostInventory:
+    """Read a whole host (blocking: run in the libvirt thread pool)."""
+    major, rest = divmod(conn.getLibVersion(), 1_000_000)
+    version = f"{major}.{rest // 1000}.{rest % 1000}"
+    vms, errors = [], []
+    for dom, stats in conn.getAllDomainStats(_STATS, 0):
+        try:
+            vms.append(read_vm(conn, dom, stats))
+        except libvirt.libvirtError as exc:
+            # A domain undefined while we read it is not an error of the host.
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                errors.append(f"{dom.name()}: {exc.get_error_message()}")
+    return HostInventory(
+        host=host,
+        hostname=conn.getHostname(),
+        libvirt_version=version,
+        vms=tuple(sorted(vms, key=lambda v: v.name)),
+        pools=_read_pools(conn),
+        errors=tuple(errors),
+    )
+
+
+def read_one_vm(conn: libvirt.virConnect, name: str) -> VM | None:
+    """Re-read a single domain; None when it no longer exists."""
+    try:
+        dom = conn.lookupByName(name)
+        stats = conn.domainListGetStats([dom], _STATS, 0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+    return read_vm(conn, dom, stats[0][1]) if stats else None
+
+
+@dataclass(frozen=True)
+class InventoryEvent:
+    """A VM appeared, changed or disappeared on a host."""
+
+    host: str
+    kind: str  # added | changed | removed
+    name: str
+    vm: VM | None
+    inventory: HostInventory
+
+
+class InventoryTracker:
+    """Keeps one host's inventory current from libvirt's lifecycle events."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.inventory: HostInventory | None = None
+        self._listeners: list[Callable[[InventoryEvent], None]] = []
+        self._watching = False
+        self._pending: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> HostInventory:
+        """Read the whole host again."""
+        self.inventory = await self.host.libvirt.call(lambda c: read_inventory(c, self.host.name))
+        return self.inventory
+
+    def subscribe(self, listener: Callable[[InventoryEvent], None]) -> None:
+        """Call ``listener`` on the event loop after every change."""
+        self._listeners.append(listener)
+
+    async def watch(self) -> None:
+        """Start following the host's domain events (idempotent)."""
+        if self._watching:
+            return
+        self._watching = True
+        if self.inventory is None:
+            await self.refresh()
+        await self.host.libvirt.register_domain_events(self._on_event)
+
+    def _on_event(self, name: str, event: int, detail: int) -> None:
+        if name in self._pending:
+            return  # a re-read of this VM is already queued; it will see this change too
+        self._pending.add(name)
+        asyncio.get_running_loop().create_task(self._update(name))
+
+    async def _update(self, name: str) -> None:
+        async with self._lock:
+            self._pending.discard(name)
+            try:
+                vm = await self.host.libvirt.call(lambda c: read_one_vm(c, name))
+            except Exception as exc:  # keep following events even if one read fails
+                log.warning("%s: re-reading %s failed: %s", self.host.name, name, exc)
+                return
+            assert self.inventory is not None
+            old = {v.name: v for v in self.inventory.vms}
+            existed = name in old
+            if vm is None:
+                old.pop(name, None)
+                kind = "removed"
+            else:
+                old[name] = vm
+                kind = "changed" if existed else "added"
+            if vm is None and not existed:
+                return
+            self.inventory = dataclasses.replace(
+                self.inventory, vms=tuple(sorted(old.values(), key=lambda v: v.name))
+            )
+            event = InventoryEvent(self.host.name, kind, name, vm, self.inventory)
+            for listener in list(self._listeners):
+                listener(event)
