@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # busybox-static + cpio for the lab's booting guest, genisoimage/ovmf for the sample VMs.
 APT_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients \
 	qemu-system-x86 qemu-utils openssh-server openssh-client libvirt-dev pkg-config gcc \
-	python3-dev python3-venv busybox-static cpio ovmf genisoimage util-linux iproute2 procps \
+	python3 python3-dev python3-venv busybox-static cpio ovmf genisoimage util-linux iproute2 procps \
 	rsync zstd tmux
 
 .PHONY: help deps apt venv lab-up lab-down lab-status demo test lint typecheck pytest format clean
@@ -52,7 +52,7 @@ lab-status:
 	$(KVM_CLONE) lab status
 
 demo: lab-up
-	$(KVM_CLONE) lab status
+	KVM_CLONE_CONFIG=$$($(KVM_CLONE) lab path)/config.yaml $(KVM_CLONE) list
 
 lint: venv
 	$(BIN)/ruff check kvm_clone_tui tests

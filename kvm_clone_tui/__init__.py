@@ -1,3 +1,29 @@
-"""kvm-clone: clone and synchronise KVM virtual machines between libvirt hosts over SSH."""
+"""kvm-clone: clone and synchronise KVM virtual machines between libvirt hosts over SSH.
+
+The Python API::
+
+    from kvm_clone_tui import KVMCloneClient
+
+    async with KVMCloneClient() as client:
+        for listing in await client.list_vms(["alpha", "root@10.0.0.5"]):
+            ...
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["KVMCloneClient", "__version__"]
+
+if TYPE_CHECKING:
+    from kvm_clone_tui.engine.client import KVMCloneClient
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that `kvm-clone --help` and the lab need neither libvirt nor asyncssh.
+    if name == "KVMCloneClient":
+        from kvm_clone_tui.engine.client import KVMCloneClient
+
+        return KVMCloneClient
+    raise AttributeError(name)
