@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import TYPE_CHECKING
 
+from kvm_clone_tui.engine.clone_options import CloneOptions
 from kvm_clone_tui.engine.config import Config, load_config
 from kvm_clone_tui.engine.errors import HostError, KVMCloneError, LibvirtError
 from kvm_clone_tui.engine.hosts import Host, HostTarget
 from kvm_clone_tui.engine.inventory import InventoryTracker
+from kvm_clone_tui.engine.journal import Journal, unfinished
 from kvm_clone_tui.engine.models import HostInventory, VMState
+from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.engine.ssh import SSHSettings
 from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec
+
+if TYPE_CHECKING:
+    from kvm_clone_tui.engine.clone import CloneResult
+    from kvm_clone_tui.engine.plan import ClonePlan
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,72 @@ class KVMCloneClient:
             return HostListing(name, inventory)
 
         return list(await asyncio.gather(*(one(n) for n in hosts)))
+
+    async def plan_clone(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: CloneOptions | None = None,
+        **overrides: object,
+    ) -> ClonePlan:
+        """Check a clone and decide everything about it, without copying (``--dry-run``)."""
+        from kvm_clone_tui.engine.plan import build_plan
+
+        options = options or CloneOptions.from_config(self.config, **overrides)
+        return await build_plan(self, source, dest, vm, options)
+
+    async def clone_vm(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: CloneOptions | None = None,
+        *,
+        on_event: Callable[[JobEvent], None] | None = None,
+        **overrides: object,
+    ) -> CloneResult:
+        """Clone VM ``vm`` from host ``source`` to host ``dest``.
+
+        ``overrides`` are CloneOptions fields (``new_name="web02"``, ``start=True``...);
+        ``on_event`` receives the transaction log and per-disk progress. Raises CloneRefused
+        when the plan has conflicts (nothing copied), or the error that made it roll back.
+        """
+        from kvm_clone_tui.engine.clone import run_clone
+
+        options = options or CloneOptions.from_config(self.config, **overrides)
+        new_name = options.new_name or vm
+        for journal in unfinished():
+            record = journal.record
+            if record.dest_host == dest and record.new_name == new_name:
+                await self.recover_job(journal, on_event=on_event)
+        plan = await self.plan_clone(source, dest, vm, options)
+        return await run_clone(self, plan, on_event)
+
+    async def recover_job(
+        self, journal: Journal, on_event: Callable[[JobEvent], None] | None = None
+    ) -> None:
+        """Roll back an interrupted job found in the journal (after a crash or kill -9)."""
+        from kvm_clone_tui.engine.clone import rollback
+
+        if on_event is not None:
+            on_event(
+                JobEvent(
+                    journal.record.job_id,
+                    "rollback",
+                    f"rolling back interrupted job {journal.record.job_id} "
+                    f"({journal.record.state})",
+                )
+            )
+        await rollback(self, journal)
+
+    async def recover(self, on_event: Callable[[JobEvent], None] | None = None) -> list[str]:
+        """Roll back every interrupted job; return their ids."""
+        done = []
+        for journal in unfinished():
+            await self.recover_job(journal, on_event)
+            done.append(journal.record.job_id)
+        return done
 
     async def close(self) -> None:
         """Close every connection."""

@@ -49,6 +49,8 @@ class Host:
         self.name = target.name
         self.ssh = ssh
         self.libvirt = libvirt
+        #: Facts learnt over this connection (e.g. where the agent is installed).
+        self.cache: dict[str, object] = {}
 
     @classmethod
     async def connect(cls, target: HostTarget, settings: SSHSettings) -> Host:

@@ -32,6 +32,10 @@ while [ $# -gt 0 ]; do
     mount --bind "$host_dir/$1" "$2"
     shift 2
 done
+# A clean root account: the machine's own shell start-up files (pyenv, prompts...) stay out.
+for rc in .bashrc .profile; do
+    if [ -e "/root/$rc" ]; then mount --bind "$host_dir/home/$rc" "/root/$rc"; fi
+done
 mkdir -p /run/libvirt /run/lock
 install -d -m 0755 /run/sshd
 readlink /proc/self/ns/mnt > "$host_dir/namespace"
@@ -108,8 +112,12 @@ class LabHostRuntime:
                     "\n# kvm-clone lab: /dev/kvm is root-only here, so QEMU runs as root.\n"
                     'user = "root"\ngroup = "root"\n'
                 )
-        for sub in ("lib/images", "lib/qemu/nvram", "lib/boot", "log/qemu"):
+        for sub in ("lib/images", "lib/qemu/nvram", "lib/boot", "log/qemu", "home"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.dir / "home" / ".bashrc").write_text("# lab host root: nothing here\n")
+        (self.dir / "home" / ".profile").write_text(
+            '[ -n "$BASH_VERSION" ] && [ -f ~/.bashrc ] && . ~/.bashrc\n'
+        )
         key = self.dir / "ssh_host_ed25519_key"
         if not key.exists():
             subprocess.run(

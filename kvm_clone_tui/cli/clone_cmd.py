@@ -1,0 +1,307 @@
+"""``kvm-clone clone SRC DST VM`` and ``kvm-clone recover``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from kvm_clone_tui.cli.output import dump, to_data
+from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.engine.clone import CloneRefused, CloneResult
+from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.engine.config import ConfigError, load_config, parse_bandwidth
+from kvm_clone_tui.engine.errors import KVMCloneError
+from kvm_clone_tui.engine.plan import ClonePlan
+from kvm_clone_tui.engine.progress import JobEvent
+from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec, validate_vm_name
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+
+DESCRIPTION = """\
+Clone VM from host SRC to host DST: copy its disks (only the data they hold), verify every
+byte by hash while streaming, and define the copy on DST under a new UUID with new MAC
+addresses. The copy goes straight from SRC to DST when your SSH agent can be forwarded
+(direct), else through this machine (relay).
+
+It is a transaction: files are staged in the destination pool under partial names and only
+renamed and defined once all of them arrived intact. Any failure, Ctrl-C or timeout rolls back;
+after a crash or kill -9, the next clone of the same VM (or `kvm-clone recover`) finishes the
+rollback. The source VM is only ever read. Defaults come from the `clone` section of the
+config (`kvm-clone config show`).
+"""
+
+EPILOG = """\
+examples:
+  kvm-clone clone alpha beta web01 --dry-run          what would happen, nothing copied
+  kvm-clone clone alpha beta web01 --new-name web02 --start
+  kvm-clone clone alpha beta db01 --idempotent        safe to re-run: exits 0 if done
+  kvm-clone clone alpha beta web01 --force            replace beta's web01 once verified
+  kvm-clone clone alpha beta web01 --output json | jq .result.bytes_copied
+
+exit codes:
+  0    cloned (or already done with --idempotent)
+  1    failed: everything was rolled back (the message says why)
+  2    bad usage: hostile names, bad options, bad config
+  4    refused by the plan (name taken, no space, ...): nothing was copied
+  130  interrupted (Ctrl-C): rolled back
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``clone`` and ``recover``."""
+    p = subparsers.add_parser(
+        "clone",
+        help="clone a VM to another host",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="SRC", help="source host")
+    p.add_argument("dest", metavar="DST", help="destination host (may equal SRC with --new-name)")
+    p.add_argument("vm", metavar="VM", help="name of the VM on SRC")
+    p.add_argument("--new-name", metavar="NAME", help="name of the clone (default: VM's name)")
+    p.add_argument(
+        "--pool",
+        help="destination storage pool (default: config clone.pool, else the host's default_pool)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan; copy nothing")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing VM of that name on DST, only after the copy is "
+        "verified (never deleted first; restored if anything fails)",
+    )
+    p.add_argument(
+        "--idempotent",
+        action="store_true",
+        help="succeed without copying when DST already has this clone",
+    )
+    p.add_argument("--start", action="store_true", default=None, help="start the clone")
+    p.add_argument(
+        "--preserve-mac",
+        action="store_true",
+        default=None,
+        help="keep the source's MAC addresses (default: new ones)",
+    )
+    p.add_argument(
+        "--bandwidth-limit",
+        metavar="RATE",
+        help="bytes per second per disk stream, K/M/G suffixes: 100M",
+    )
+    p.add_argument(
+        "--compress",
+        choices=("auto", "on", "off"),
+        help="zstd in transit; auto: only when data leaves this machine",
+    )
+    p.add_argument(
+        "--transfer",
+        choices=("auto", "direct", "relay"),
+        help="direct: SRC sends straight to DST (needs your SSH agent); "
+        "relay: through this machine; auto: direct when possible",
+    )
+    p.add_argument("--parallel", type=int, metavar="N", help="disks copied at once")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip hashing (faster on slow CPUs; a broken stream goes unnoticed)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="abort after S seconds without progress (not a limit on the whole copy)",
+    )
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(run=run)
+
+    r = subparsers.add_parser(
+        "recover",
+        help="roll back clones interrupted by a crash or kill -9",
+        description="Find journals of interrupted jobs and roll each back on its destination.",
+    )
+    r.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    r.set_defaults(run=run_recover)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
+        "new_name": args.new_name,
+        "pool": args.pool,
+        "force": args.force or None,
+        "idempotent": args.idempotent or None,
+        "start": args.start,
+        "preserve_mac": args.preserve_mac,
+        "compress": args.compress,
+        "transfer": args.transfer,
+        "parallel": args.parallel,
+        "no_progress_timeout": args.timeout,
+        "verify": False if args.no_verify else None,
+    }
+    if args.bandwidth_limit:
+        overrides["bandwidth_limit"] = parse_bandwidth(args.bandwidth_limit)
+    if args.parallel is not None and not 1 <= args.parallel <= 16:
+        raise ValidationError("--parallel takes 1 to 16")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ValidationError("--timeout takes a number of seconds > 0")
+    return overrides
+
+
+class _TextProgress:
+    """Rich progress bars per file, and the transaction log above them."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: JobEvent) -> None:
+        if event.step != "copy" and event.message:
+            style = {
+                "warning": "yellow",
+                "failed": "red",
+                "rollback": "yellow",
+                "done": "green",
+            }.get(event.step, "")
+            self.progress.console.print(
+                f"[{style}]{event.step:>8}[/] {event.message}"
+                if style
+                else f"{event.step:>8} {event.message}",
+                markup=bool(style),
+                highlight=False,
+                soft_wrap=True,
+            )
+        for disk in event.disks:
+            task = self.tasks.get(disk.target)
+            if task is None:
+                task = self.progress.add_task(disk.target, total=disk.total)
+                self.tasks[disk.target] = task
+            self.progress.update(task, completed=disk.done, total=max(disk.total, disk.done))
+
+
+async def _run(
+    args: argparse.Namespace, options: CloneOptions, on_event: Any, console: Console
+) -> CloneResult | ClonePlan:
+    async with KVMCloneClient(load_config()) as client:
+        if args.dry_run:
+            return await client.plan_clone(args.source, args.dest, args.vm, options)
+        return await client.clone_vm(args.source, args.dest, args.vm, options, on_event=on_event)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``clone``; see EPILOG for exit codes."""
+    console = Console(stderr=args.output == "json")
+    try:
+        for host in (args.source, args.dest):
+            parse_host_spec(host)
+        validate_vm_name(args.vm)
+        if args.new_name is not None:
+            validate_vm_name(args.new_name)
+        options = CloneOptions.from_config(load_config(), **_options(args))
+    except (ValidationError, ConfigError, ValueError) as exc:
+        print(f"kvm-clone clone: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    text = _TextProgress(console) if args.output == "text" else None
+    try:
+        if text is not None:
+            with text.progress:
+                outcome = asyncio.run(_run(args, options, text, console))
+        else:
+            outcome = asyncio.run(_run(args, options, None, console))
+    except KeyboardInterrupt:
+        print("kvm-clone clone: interrupted: rolled back", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except CloneRefused as exc:
+        return _report_plan(args, exc.plan, console, refused=True)
+    except (KVMCloneError, ValidationError) as exc:
+        if args.output == "json":
+            print(
+                dump(
+                    {
+                        "ok": False,
+                        "error": {"kind": getattr(exc, "kind", "error"), "message": str(exc)},
+                    },
+                    "json",
+                )
+            )
+        print(f"kvm-clone clone: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(outcome, ClonePlan):
+        return _report_plan(args, outcome, console, refused=not outcome.ok)
+    if args.output == "json":
+        print(dump({"ok": True, "result": to_data(outcome)}, "json"))
+    else:
+        note = (
+            " (already done)"
+            if outcome.already_done
+            else (
+                f": {outcome.bytes_copied / 2**20:.1f} MiB in {outcome.seconds:.1f} s via "
+                f"{outcome.route}"
+            )
+        )
+        console.print(
+            f"cloned {outcome.vm} -> {outcome.dest_host}:{outcome.new_name}{note}", highlight=False
+        )
+    return EXIT_OK
+
+
+def _plan_data(plan: ClonePlan) -> dict[str, Any]:
+    data = to_data(plan)
+    data.pop("source_xml", None)
+    data["ok"] = plan.ok
+    data["total_bytes"] = plan.total_bytes
+    return dict(data)
+
+
+def _report_plan(args: argparse.Namespace, plan: ClonePlan, console: Console, refused: bool) -> int:
+    if args.output == "json":
+        print(dump({"ok": not refused, "plan": _plan_data(plan)}, "json"))
+    else:
+        console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
+    if refused:
+        print("kvm-clone clone: refused: " + "; ".join(plan.conflicts), file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    """Roll back every interrupted job."""
+
+    async def go() -> list[str]:
+        async with KVMCloneClient(load_config()) as client:
+            return await client.recover(
+                on_event=lambda e: print(f"{e.step}: {e.message}", file=sys.stderr)
+            )
+
+    try:
+        jobs = asyncio.run(go())
+    except (KVMCloneError, ConfigError) as exc:
+        print(f"kvm-clone recover: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.output == "json":
+        print(dump({"rolled_back": jobs}, "json"))
+    else:
+        print(
+            f"rolled back {len(jobs)} interrupted job(s)" + (f": {', '.join(jobs)}" if jobs else "")
+        )
+    return EXIT_OK

@@ -1,0 +1,388 @@
+"""Running a clone plan as a transaction: stage, copy, verify, commit, define; or roll back.
+
+Order of a clone, each step journalled before it is taken:
+
+1. **copy** every file into the destination pool under a partial name
+   (``.kvmclone-partial-<job>-<final name>``); the receiver verifies each stream's hash;
+2. re-point copied backing chains (``qemu-img rebase -u``) on the staged files;
+3. **commit**: with ``--force``, move the replaced VM's files aside and undefine it (its XML is
+   in the journal); rename staged files to their final names; define the new VM;
+4. drop what ``--force`` replaced; start the clone if asked.
+
+Any failure, cancellation (Ctrl-C) or timeout before the end runs :func:`rollback`: the new VM
+is undefined, staged and committed files are removed, a replaced VM is restored. The source is
+only ever read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import libvirt
+from kvm_clone_tui.engine.domain_rewrite import DiskMapping, RewriteOptions, rewrite_domain
+
+from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.engine.errors import HostError, KVMCloneError
+from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.journal import (
+    COMMITTED,
+    COMMITTING,
+    COPIED,
+    COPYING,
+    DONE,
+    PLANNED,
+    ROLLED_BACK,
+    Journal,
+    JournalRecord,
+    StagedFile,
+)
+from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
+from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
+from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.transfer import (
+    DirectRouteUnavailable,
+    FileTransfer,
+    TransferOptions,
+    TransferResult,
+    copy_file,
+)
+
+EventCallback = Callable[[JobEvent], None]
+ASIDE_PREFIX = ".kvmclone-replaced-"
+
+
+class CloneRefused(KVMCloneError):
+    """The plan has conflicts; nothing was copied."""
+
+    def __init__(self, plan: ClonePlan) -> None:
+        super().__init__("clone refused: " + "; ".join(plan.conflicts))
+        self.plan = plan
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    """What a finished clone did."""
+
+    job_id: str
+    source_host: str
+    dest_host: str
+    vm: str
+    new_name: str
+    uuid: str
+    route: str
+    files: tuple[TransferResult, ...]
+    bytes_copied: int
+    seconds: float
+    started: bool
+    already_done: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+class _Events:
+    """Emits JobEvents and keeps the latest progress of every file."""
+
+    def __init__(self, job_id: str, callback: EventCallback | None, journal: Journal | None):
+        self.job_id = job_id
+        self.callback = callback
+        self.journal = journal
+        self.disks: dict[str, DiskProgress] = {}
+
+    def step(self, step: str, message: str) -> None:
+        if self.journal is not None:
+            self.journal.note(step, message)
+        self._emit(step, message)
+
+    def progress(self, disk: DiskProgress) -> None:
+        self.disks[disk.target] = disk
+        self._emit("copy", "")
+
+    def _emit(self, step: str, message: str) -> None:
+        if self.callback is not None:
+            self.callback(JobEvent(self.job_id, step, message, tuple(self.disks.values())))
+
+
+def _journal_for(plan: ClonePlan) -> Journal:
+    return Journal(
+        JournalRecord(
+            job_id=plan.job_id,
+            kind="clone",
+            source_host=plan.source_host,
+            dest_host=plan.dest_host,
+            vm=plan.vm.name,
+            new_name=plan.new_name,
+            new_uuid=plan.new_uuid,
+            pool=plan.pool,
+            pool_path=plan.pool_path,
+            files=[StagedFile(f.staging_path, f.final_path) for f in plan.files],
+        )
+    )
+
+
+async def run_clone(
+    client: KVMCloneClient, plan: ClonePlan, on_event: EventCallback | None = None
+) -> CloneResult:
+    """Carry out ``plan``; on any failure or cancellation roll back, then re-raise."""
+    if not plan.ok:
+        raise CloneRefused(plan)
+    started_at = time.monotonic()
+    if plan.already_done:
+        _Events(plan.job_id, on_event, None).step(
+            "done", f"{plan.new_name} on {plan.dest_host} is already a clone of {plan.vm.name}"
+        )
+        return CloneResult(
+            plan.job_id,
+            plan.source_host,
+            plan.dest_host,
+            plan.vm.name,
+            plan.new_name,
+            "",
+            "none",
+            (),
+            0,
+            0.0,
+            False,
+            True,
+            plan.warnings,
+        )
+    journal = _journal_for(plan)
+    events = _Events(plan.job_id, on_event, journal)
+    journal.step(PLANNED, plan.describe())
+    src, dst = await client.host(plan.source_host), await client.host(plan.dest_host)
+    dst_agent = RemoteAgent(dst)
+    try:
+        for warning in plan.warnings:
+            events.step("warning", warning)
+        results, route = await _copy_all(src, dst, dst_agent, plan, journal, events)
+        journal.step(COPIED, "every file arrived and its hash matched")
+        events.step("verify", ", ".join(f"{r.label} {r.digest[:16]}" for r in results))
+        await _rebase(dst, plan, events)
+        xml = _destination_xml(plan)
+        journal.step(COMMITTING, "renaming staged files and defining the VM")
+        if plan.replace_existing:
+            await _move_replaced_aside(dst, dst_agent, plan, journal, events)
+        for staged in journal.record.files:
+            await dst_agent.call(["rename", staged.staging, staged.final, "--root", plan.pool_path])
+            staged.committed = True
+            journal.save()
+        await dst.libvirt.call(lambda c: c.defineXML(xml))
+        journal.record.defined = True
+        journal.step(COMMITTED, f"{plan.new_name} defined on {plan.dest_host}")
+        events.step("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})")
+        for aside in journal.record.replaced_files:
+            await dst_agent.call(
+                ["remove", aside.staging, "--root", plan.pool_path, "--missing-ok"]
+            )
+        started = False
+        if plan.options.start:
+            await dst.libvirt.call(lambda c: c.lookupByUUIDString(plan.new_uuid).create())
+            started = True
+            events.step("start", f"{plan.new_name} started")
+        journal.step(DONE, "clone complete")
+        events.step("done", f"cloned {plan.vm.name} to {plan.dest_host} as {plan.new_name}")
+    except BaseException as exc:
+        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc)
+        events.step("failed", reason)
+        await asyncio.shield(rollback(client, journal, events))
+        raise
+    return CloneResult(
+        job_id=plan.job_id,
+        source_host=plan.source_host,
+        dest_host=plan.dest_host,
+        vm=plan.vm.name,
+        new_name=plan.new_name,
+        uuid=plan.new_uuid,
+        route=route,
+        files=tuple(results),
+        bytes_copied=sum(r.bytes_written for r in results),
+        seconds=time.monotonic() - started_at,
+        started=started,
+        warnings=plan.warnings,
+    )
+
+
+async def _copy_all(
+    src: Host, dst: Host, dst_agent: RemoteAgent, plan: ClonePlan, journal: Journal, events: _Events
+) -> tuple[list[TransferResult], str]:
+    src_agent = RemoteAgent(src)
+    options = TransferOptions(
+        direct=plan.direct,
+        compress=plan.compress,
+        bandwidth_limit=plan.options.bandwidth_limit,
+        verify=plan.options.verify,
+        no_progress_timeout=plan.options.no_progress_timeout,
+    )
+    journal.step(COPYING, f"route {plan.route}: {plan.route_reason}")
+    events.step(
+        "stage",
+        f"copying {len(plan.files)} file(s) into pool {plan.pool} "
+        f"({plan.route}: {plan.route_reason})",
+    )
+    gate = asyncio.Semaphore(max(1, plan.options.parallel))
+    state = {"options": options}
+
+    async def one(file: FilePlan) -> TransferResult:
+        item = FileTransfer(
+            file.label,
+            file.source_path,
+            file.staging_path,
+            plan.pool_path,
+            file.size,
+            file.allocated,
+        )
+        async with gate:
+            try:
+                return await copy_file(
+                    src, src_agent, dst, dst_agent, item, state["options"], events.progress
+                )
+            except DirectRouteUnavailable as exc:
+                if plan.options.transfer == "direct":
+                    raise
+                state["options"] = replace(state["options"], direct=None)
+                events.step("warning", f"direct copy impossible ({exc.message}); relaying")
+                return await copy_file(
+                    src, src_agent, dst, dst_agent, item, state["options"], events.progress
+                )
+
+    tasks = [asyncio.ensure_future(one(f)) for f in plan.files]
+    try:
+        results = list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    route = "relay" if state["options"].direct is None else "direct"
+    return results, route
+
+
+async def _rebase(dst: Host, plan: ClonePlan, events: _Events) -> None:
+    for file in plan.files:
+        if file.rebase_to is None:
+            continue
+        backing, fmt = file.rebase_to
+        await dst.run(
+            [
+                "qemu-img",
+                "rebase",
+                "-u",
+                "-f",
+                file.format,
+                "-F",
+                fmt,
+                "-b",
+                backing,
+                file.staging_path,
+            ]
+        )
+        events.step("stage", f"{file.label}: backing file re-pointed to {backing}")
+
+
+def _destination_xml(plan: ClonePlan) -> str:
+    disks = {
+        f.label: DiskMapping(f.label, f.final_path, f.format)
+        for f in plan.files
+        if f.role == "disk"
+    }
+    nvram = next((f.final_path for f in plan.files if f.role == "nvram"), None)
+    result = rewrite_domain(
+        plan.source_xml,
+        RewriteOptions(
+            new_name=plan.new_name,
+            new_uuid=plan.new_uuid,
+            disks=disks,
+            preserve_mac=plan.options.preserve_mac,
+            mac_seed=None,
+            cdrom_paths_present=plan.cdroms_present,
+            nvram_path=nvram,
+            metadata={
+                "source-host": plan.source_host,
+                "source-uuid": plan.vm.uuid,
+                "source-name": plan.vm.name,
+                "job": plan.job_id,
+            },
+        ),
+    )
+    return result.xml
+
+
+async def _move_replaced_aside(
+    dst: Host, agent: RemoteAgent, plan: ClonePlan, journal: Journal, events: _Events
+) -> None:
+    """Keep the VM that --force replaces restorable: XML in the journal, files moved aside."""
+    old_xml = await dst.libvirt.call(
+        lambda c: c.lookupByName(plan.new_name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    )
+    journal.record.replaced_xml = old_xml
+    journal.save()
+    finals = {f.final_path for f in plan.files}
+    for path in sorted(finals):
+        exists = await dst.run(["test", "-e", path], check=False)
+        if exists.exit_status != 0:
+            continue
+        aside = path.rsplit("/", 1)
+        aside_path = f"{aside[0]}/{ASIDE_PREFIX}{plan.job_id}-{aside[1]}"
+        journal.record.replaced_files.append(StagedFile(aside_path, path))
+        journal.save()
+        await agent.call(["rename", path, aside_path, "--root", plan.pool_path])
+    await dst.libvirt.call(
+        lambda c: c.lookupByName(plan.new_name).undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        )
+    )
+    events.step("commit", f"the old {plan.new_name} is undefined; its files are kept aside")
+
+
+async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | None = None) -> None:
+    """Undo whatever the journal says was done on the destination; idempotent."""
+    record = journal.record
+    emit = events.step if events is not None else journal.note
+    dst = await client.host(record.dest_host)
+    agent = RemoteAgent(dst)
+    problems: list[str] = []
+    if record.defined:
+
+        def undefine(conn: libvirt.virConnect) -> None:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom = conn.lookupByUUIDString(record.new_uuid)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                )
+
+        await dst.libvirt.call(undefine)
+        record.defined = False
+        journal.save()
+    for staged in record.files:
+        path = staged.final if staged.committed else staged.staging
+        try:
+            await agent.call(["remove", path, "--root", record.pool_path, "--missing-ok"])
+            staged.committed = False
+        except (HostError, KVMCloneError, Exception) as exc:
+            problems.append(f"{path}: {exc}")
+    for aside in record.replaced_files:
+        try:
+            await agent.call(["rename", aside.staging, aside.final, "--root", record.pool_path])
+        except Exception as exc:
+            problems.append(f"restoring {aside.final}: {exc}")
+    if record.replaced_xml:
+        xml = record.replaced_xml
+        try:
+            await dst.libvirt.call(lambda c: c.defineXML(xml))
+            record.replaced_xml = None
+        except Exception as exc:
+            problems.append(f"re-defining the replaced VM: {exc}")
+    if problems:
+        journal.note("rollback", "incomplete: " + "; ".join(problems))
+        raise HostError(
+            record.dest_host,
+            "rollback incomplete: "
+            + "; ".join(problems)
+            + f" (journal {journal.path}; run `kvm-clone recover`)",
+        )
+    journal.step(ROLLED_BACK, "nothing of this job is left on the destination")
+    emit("rollback", "rolled back: nothing of this job is left on the destination")

@@ -1,0 +1,132 @@
+"""The transaction journal: every step of a job, written before it is taken.
+
+Each job has one JSON file in the client's state directory (``<state>/jobs/<job id>.json``),
+replaced atomically at every step. On the destination, staged files carry the job id in their
+names (``.kvmclone-partial-<job id>-...``), so they are recognisable there too. After a crash or
+``kill -9`` the next run (or ``kvm-clone recover``) reads unfinished journals and rolls back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+#: Journal states: where a job stands.
+PLANNED, COPYING, COPIED, COMMITTING, COMMITTED, DONE, ROLLED_BACK, FAILED = (
+    "planned",
+    "copying",
+    "copied",
+    "committing",
+    "committed",
+    "done",
+    "rolled-back",
+    "failed",
+)
+FINISHED = frozenset({DONE, ROLLED_BACK})
+STAGING_PREFIX = ".kvmclone-partial-"
+
+
+def jobs_dir() -> Path:
+    """Where journals live: ``$KVM_CLONE_STATE_DIR/jobs`` or the user state dir."""
+    base = os.environ.get("KVM_CLONE_STATE_DIR")
+    root = Path(base) if base else platformdirs.user_state_path("kvm-clone")
+    return root / "jobs"
+
+
+def new_job_id() -> str:
+    """A short, sortable, unique job id."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class StagedFile:
+    """A file this job writes: first under ``staging``, renamed to ``final`` at commit."""
+
+    staging: str
+    final: str
+    committed: bool = False
+
+
+@dataclass
+class JournalRecord:
+    """Everything needed to finish or undo a job after a crash."""
+
+    job_id: str
+    kind: str
+    source_host: str
+    dest_host: str
+    vm: str
+    new_name: str
+    new_uuid: str
+    pool: str
+    pool_path: str
+    state: str = PLANNED
+    files: list[StagedFile] = field(default_factory=list)
+    defined: bool = False
+    replaced_xml: str | None = None  # the destination VM that --force replaces
+    replaced_files: list[StagedFile] = field(default_factory=list)  # its disks, moved aside
+    log: list[dict[str, Any]] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JournalRecord:
+        """Read a record written by :meth:`Journal.save`."""
+        raw = dict(raw)
+        raw["files"] = [StagedFile(**f) for f in raw.get("files", [])]
+        raw["replaced_files"] = [StagedFile(**f) for f in raw.get("replaced_files", [])]
+        return cls(**raw)
+
+
+class Journal:
+    """One job's journal file."""
+
+    def __init__(self, record: JournalRecord, directory: Path | None = None) -> None:
+        self.record = record
+        self.directory = directory or jobs_dir()
+        self.path = self.directory / f"{record.job_id}.json"
+
+    def save(self) -> None:
+        """Write the record atomically (fsynced) before the step it describes is taken."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(asdict(self.record), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+
+    def step(self, state: str, message: str = "") -> None:
+        """Move to ``state`` and log it."""
+        self.record.state = state
+        self.note(state, message)
+
+    def note(self, step: str, message: str) -> None:
+        """Append a log line and save."""
+        self.record.log.append({"time": time.time(), "step": step, "message": message})
+        self.save()
+
+    @classmethod
+    def load(cls, path: Path) -> Journal:
+        """Read one journal file."""
+        return cls(JournalRecord.from_dict(json.loads(path.read_text())), path.parent)
+
+
+def unfinished(directory: Path | None = None) -> list[Journal]:
+    """Journals of jobs that neither finished nor were rolled back, oldest first."""
+    folder = directory or jobs_dir()
+    journals = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            journal = Journal.load(path)
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if journal.record.state not in FINISHED:
+            journals.append(journal)
+    return journals

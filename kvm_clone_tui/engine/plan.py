@@ -1,0 +1,521 @@
+"""The clone plan: everything decided and checked before a single byte is copied.
+
+It is also what ``--dry-run`` prints and what the TUI shows before it starts: the disks with
+their sizes and paths, the route the data takes and why, the space check, conflicts (which
+refuse the clone) and warnings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import posixpath
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+import asyncssh
+import libvirt
+
+from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
+from kvm_clone_tui.engine.errors import HostError
+from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.journal import STAGING_PREFIX, new_job_id
+from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
+from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.transfer import DirectEndpoint
+from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.engine.validation import ValidationError, validate_remote_path, validate_vm_name
+
+SPACE_MARGIN_MIN = 64 << 20
+SPACE_MARGIN_FRACTION = 0.02
+
+# Prints what a source disk path really is: {"real": ..., "link": bool, "kind": "file"|...}.
+_STAT = """\
+import json, os, stat, sys
+out = []
+for p in sys.argv[1:]:
+    try:
+        st = os.stat(p)
+        kind = "file" if stat.S_ISREG(st.st_mode) else "block" if stat.S_ISBLK(st.st_mode) \
+            else "other"
+        out.append({"path": p, "real": os.path.realpath(p), "link": os.path.islink(p),
+                    "kind": kind})
+    except OSError as e:
+        out.append({"path": p, "error": e.strerror})
+print(json.dumps(out))
+"""
+
+_EXISTING = 'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then printf "%s\\n" "$p"; fi; done'
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """One file to copy: a disk image, a layer of its backing chain, or the NVRAM."""
+
+    label: str  # vda, vda.backing1, nvram
+    role: str  # disk | backing | nvram
+    format: str
+    source_path: str
+    final_path: str
+    staging_path: str
+    size: int  # apparent size of the source file
+    allocated: int  # data bytes that will move
+    virtual_size: int | None = None
+    rebase_to: tuple[str, str] | None = None  # (final backing path, format) once staged
+
+
+@dataclass(frozen=True)
+class ClonePlan:
+    """A checked clone, ready to run (when ``ok``)."""
+
+    job_id: str
+    source_host: str
+    dest_host: str
+    vm: VM
+    new_name: str
+    new_uuid: str
+    pool: str
+    pool_path: str
+    pool_available: int
+    files: tuple[FilePlan, ...]
+    route: str  # direct | relay
+    route_reason: str
+    compress: bool
+    compress_reason: str
+    required_space: int
+    source_xml: str
+    direct: DirectEndpoint | None = None
+    cdroms_present: frozenset[str] = frozenset()
+    conflicts: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    replace_existing: bool = False
+    already_done: bool = False
+    options: CloneOptions = field(default_factory=CloneOptions)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing refuses the clone."""
+        return not self.conflicts
+
+    @property
+    def total_bytes(self) -> int:
+        """Data bytes to move, all files together."""
+        return sum(f.allocated for f in self.files)
+
+    def describe(self) -> str:
+        """The plan for people (what ``--dry-run`` prints)."""
+        lines = [
+            f"clone {self.vm.name} ({self.vm.state.value}) from {self.source_host} "
+            f"to {self.dest_host} as {self.new_name}",
+            f"  uuid {self.new_uuid}, pool {self.pool} ({self.pool_path})",
+            f"  data path: {self.route} ({self.route_reason})",
+            f"  compression: {'on' if self.compress else 'off'} ({self.compress_reason})",
+            f"  space: needs {format_bytes(self.required_space)}, "
+            f"{format_bytes(self.pool_available)} free",
+        ]
+        for f in self.files:
+            virtual = f" virtual {format_bytes(f.virtual_size)}," if f.virtual_size else ""
+            lines.append(
+                f"  {f.label:<14} {f.format:<6}{virtual} {format_bytes(f.allocated)} to copy: "
+                f"{f.source_path} -> {f.final_path}"
+            )
+        if self.replace_existing:
+            lines.append(
+                f"  replaces the existing {self.new_name} on {self.dest_host} "
+                "once the copy is verified"
+            )
+        if self.already_done:
+            lines.append("  already done: the destination VM is a clone of this VM")
+        lines += [f"  WARNING: {w}" for w in self.warnings]
+        lines += [f"  REFUSED: {c}" for c in self.conflicts]
+        return "\n".join(lines)
+
+
+def _extension(fmt: str) -> str:
+    return {"qcow2": "qcow2", "raw": "img"}.get(fmt, fmt)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+async def _agent_has_keys() -> bool:
+    """True when a local SSH agent answers with at least one key."""
+    try:
+        async with asyncssh.connect_agent() as agent:
+            keys = await agent.get_keys()
+            return len(keys) > 0
+    except (OSError, asyncssh.Error, ValueError):
+        return False
+
+
+def _host_key_line(host: Host) -> str | None:
+    key = host.ssh.get_server_host_key()
+    if key is None:
+        return None
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+async def _direct_endpoint(client: KVMCloneClient, dst: Host) -> DirectEndpoint | None:
+    key = _host_key_line(dst)
+    if key is None:
+        return None
+    reach = client.config.host(dst.name).reach_address
+    peer = dst.ssh.get_extra_info("peername")
+    user = str(dst.ssh.get_extra_info("username") or "root")
+    address, port = (str(peer[0]), int(peer[1])) if peer else (dst.target.spec.host, 22)
+    if reach:
+        from kvm_clone_tui.engine.validation import parse_host_spec
+
+        spec = parse_host_spec(reach)
+        address, port, user = spec.host, spec.port or 22, spec.user or user
+    return DirectEndpoint(address=address, port=port, user=user, host_key=key)
+
+
+async def _route(
+    client: KVMCloneClient, options: CloneOptions, src: Host, dst: Host, conflicts: list[str]
+) -> tuple[str, str, DirectEndpoint | None]:
+    if options.transfer == "relay":
+        return "relay", "requested with --transfer relay", None
+    problem = None
+    if not client.ssh_settings.agent_forwarding:
+        problem = "ssh.agent_forwarding is off"
+    elif not await _agent_has_keys():
+        problem = (
+            "no SSH agent with keys to forward (start ssh-agent and ssh-add your key "
+            "for direct host-to-host copies)"
+        )
+    elif (await src.run(["sh", "-c", "command -v ssh"], check=False)).exit_status != 0:
+        problem = f"{src.name} has no ssh client"
+    endpoint = None if problem else await _direct_endpoint(client, dst)
+    if endpoint is None and problem is None:
+        problem = "the destination's host key is unknown"
+    if problem is None:
+        assert endpoint is not None
+        return (
+            "direct",
+            f"{src.name} sends straight to {endpoint.address}:{endpoint.port}",
+            endpoint,
+        )
+    if options.transfer == "direct":
+        conflicts.append(f"--transfer direct is impossible: {problem}")
+    return "relay", f"through this machine: {problem}", None
+
+
+async def _source_xml(src: Host, name: str) -> str:
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    xml: str = await src.libvirt.call(lambda c: c.lookupByName(name).XMLDesc(flags))
+    return xml
+
+
+async def _pool(dst: Host, pool: str) -> tuple[str | None, int, str | None]:
+    """(target path, available bytes, problem) of a destination pool."""
+
+    def read(conn: libvirt.virConnect) -> tuple[str | None, int, str | None]:
+        try:
+            p = conn.storagePoolLookupByName(pool)
+        except libvirt.libvirtError:
+            names = ", ".join(sorted(x.name() for x in conn.listAllStoragePools(0))) or "none"
+            return None, 0, f"no storage pool {pool!r} on the destination (pools: {names})"
+        if not p.isActive():
+            return None, 0, f"pool {pool!r} is not active (virsh pool-start {pool})"
+        p.refresh(0)
+        root = ET.fromstring(p.XMLDesc(0))
+        kind, path = root.get("type"), (root.findtext("target/path") or "").strip()
+        if kind not in ("dir", "fs", "netfs") or not path:
+            return None, 0, f"pool {pool!r} is of type {kind!r}: only directory pools are supported"
+        return path, int(p.info()[3]), None
+
+    return await dst.libvirt.call(read)
+
+
+async def _dest_limits(dst: Host, vm: VM) -> list[str]:
+    def read(conn: libvirt.virConnect) -> tuple[int, int, str]:
+        info = conn.getInfo()
+        return int(info[1]), int(info[2]), conn.getCapabilities()
+
+    memory_mib, cpus, caps = await dst.libvirt.call(read)
+    warnings = []
+    if vm.memory_kib // 1024 > memory_mib:
+        warnings.append(
+            f"the VM has {format_bytes(vm.memory_kib * 1024)} of memory, the "
+            f"destination only {format_bytes(memory_mib << 20)}"
+        )
+    if vm.vcpus > cpus:
+        warnings.append(f"the VM has {vm.vcpus} vCPUs, the destination {cpus} CPUs")
+    if vm.domain_type == "kvm" and "type='kvm'" not in caps and 'type="kvm"' not in caps:
+        warnings.append(
+            "the destination offers no KVM acceleration: the clone will not start "
+            "until its domain type is changed to qemu"
+        )
+    return warnings
+
+
+async def build_plan(
+    client: KVMCloneClient, source: str, dest: str, vm_name: str, options: CloneOptions
+) -> ClonePlan:
+    """Check everything and decide every path; conflicts are collected, not raised."""
+    new_name = validate_vm_name(options.new_name or vm_name)
+    validate_vm_name(vm_name)
+    src, dst = await asyncio.gather(client.host(source), client.host(dest))
+    src_inv, dst_inv = await asyncio.gather(client.inventory(source), client.inventory(dest))
+    vm = src_inv.vm(vm_name)
+    if vm is None:
+        raise HostError(source, f"no VM named {vm_name!r} (kvm-clone list {source})")
+    conflicts: list[str] = []
+    warnings: list[str] = list(vm.warnings)
+    job_id = new_job_id()
+    pool = options.pool or client.config.pool_for(dest)
+    pool_path, available, problem = await _pool(dst, pool)
+    if problem:
+        conflicts.append(problem)
+    pool_path = pool_path or "/nonexistent"
+    source_xml = await _source_xml(src, vm_name)
+
+    if vm.state is not VMState.SHUT_OFF:
+        warnings.append(
+            f"the source VM is {vm.state.value}: its disks change while they are copied, so the "
+            "clone may be INCONSISTENT (not even crash-consistent). Shut it down for a clean "
+            "copy; live clones arrive with `kvm-clone sync`."
+        )
+    if source == dest and new_name == vm_name:
+        conflicts.append("cloning a VM onto its own host needs --new-name")
+
+    replace_existing = already_done = False
+    existing = dst_inv.vm(new_name)
+    if existing is not None:
+        if options.idempotent and _is_clone_of(await _xml_of(dst, new_name), source, vm.uuid):
+            already_done = True
+        elif options.force:
+            if existing.state is not VMState.SHUT_OFF:
+                conflicts.append(
+                    f"{new_name} on {dest} is {existing.state.value}: "
+                    "shut it down before replacing it with --force"
+                )
+            replace_existing = True
+        else:
+            conflicts.append(
+                f"a VM named {new_name!r} already exists on {dest}: choose "
+                "--new-name, or --force to replace it once the copy is verified"
+            )
+
+    src_agent, dst_agent = RemoteAgent(src), RemoteAgent(dst)
+    files = await _file_plans(src, src_agent, vm, new_name, job_id, pool_path, conflicts, warnings)
+    cdroms_present: frozenset[str] = frozenset()
+    cdroms = [d.path for d in vm.disks if d.device is not DiskDevice.DISK and d.path]
+    if cdroms:
+        present = await dst.run(["sh", "-c", _EXISTING, "sh", *cdroms], check=False)
+        cdroms_present = frozenset(present.stdout.split("\n")) & frozenset(cdroms)
+
+    if files and not conflicts and not already_done:
+        existing_paths = await dst.run(
+            ["sh", "-c", _EXISTING, "sh", *[f.final_path for f in files]], check=False
+        )
+        taken = [p for p in existing_paths.stdout.splitlines() if p]
+        own = {d.path for d in (existing.disks if existing and replace_existing else ())}
+        for path in taken:
+            if path not in own:
+                conflicts.append(
+                    f"{path} already exists on {dest}: it belongs to another VM "
+                    "or an earlier copy; choose --new-name or remove it"
+                )
+
+    probe = await dst_agent.probe([pool_path]) if not problem else {}
+    if any(f.rebase_to for f in files) and not probe.get("qemu_img"):
+        conflicts.append(
+            f"{dest} needs qemu-img to re-point the copied backing chain "
+            "(apt-get install qemu-utils)"
+        )
+    total = sum(f.allocated for f in files)
+    required = total + max(SPACE_MARGIN_MIN, int(total * SPACE_MARGIN_FRACTION))
+    if not problem and required > available and not already_done:
+        conflicts.append(
+            f"not enough space in pool {pool} on {dest}: needs "
+            f"{format_bytes(required)} (data plus margin), has "
+            f"{format_bytes(available)}"
+        )
+    warnings += await _dest_limits(dst, vm)
+
+    route, route_reason, endpoint = await _route(client, options, src, dst, conflicts)
+    compress, compress_reason = await _compression(
+        options, src_agent, probe, route, src, dst, endpoint, conflicts
+    )
+    return ClonePlan(
+        job_id=job_id,
+        source_host=source,
+        dest_host=dest,
+        vm=vm,
+        new_name=new_name,
+        new_uuid=str(uuid.uuid4()),
+        pool=pool,
+        pool_path=pool_path,
+        pool_available=available,
+        files=tuple(files),
+        route=route,
+        route_reason=route_reason,
+        compress=compress,
+        compress_reason=compress_reason,
+        required_space=required,
+        source_xml=source_xml,
+        direct=endpoint,
+        cdroms_present=cdroms_present,
+        conflicts=tuple(conflicts),
+        warnings=tuple(warnings),
+        replace_existing=replace_existing,
+        already_done=already_done,
+        options=options,
+    )
+
+
+async def _xml_of(host: Host, name: str) -> str:
+    xml: str = await host.libvirt.call(lambda c: c.lookupByName(name).XMLDesc(0))
+    return xml
+
+
+def _is_clone_of(xml: str, source_host: str, source_uuid: str) -> bool:
+    meta = read_clone_metadata(xml)
+    return meta.get("source-uuid") == source_uuid and meta.get("source-host") == source_host
+
+
+async def _compression(
+    options: CloneOptions,
+    src_agent: RemoteAgent,
+    dst_probe: dict[str, object],
+    route: str,
+    src: Host,
+    dst: Host,
+    endpoint: DirectEndpoint | None,
+    conflicts: list[str],
+) -> tuple[bool, str]:
+    if options.compress == "off":
+        return False, "off (--compress off)"
+    src_probe = await src_agent.probe()
+    both = bool(src_probe.get("zstd")) and bool(dst_probe.get("zstd"))
+    if options.compress == "on":
+        if not both:
+            conflicts.append("--compress on needs zstd on both hosts (apt-get install zstd)")
+        return both, "requested with --compress on"
+    if not both:
+        return False, "auto: zstd is not on both hosts"
+    peer = endpoint.address if endpoint else str((dst.ssh.get_extra_info("peername") or ("",))[0])
+    if _is_loopback(peer):
+        return False, "auto: the hosts share this machine's loopback, compressing only costs CPU"
+    return True, f"auto: data crosses the network ({route})"
+
+
+async def _file_plans(
+    src: Host,
+    agent: RemoteAgent,
+    vm: VM,
+    new_name: str,
+    job_id: str,
+    pool_path: str,
+    conflicts: list[str],
+    warnings: list[str],
+) -> list[FilePlan]:
+    disks = [d for d in vm.disks if d.device is DiskDevice.DISK]
+    for disk in disks:
+        if disk.source_type in ("block", "network", "volume", "dir") or disk.path is None:
+            conflicts.append(
+                f"disk {disk.target} is a {disk.source_type} disk "
+                f"({disk.path or 'no path'}): only file-backed disks can be cloned"
+            )
+    sources: list[tuple[str, str, str, str | None, int | None, str]] = []  # label, role, ...
+    for disk in disks:
+        if disk.source_type != "file" or disk.path is None:
+            continue
+        fmt = disk.format or "raw"
+        ext = _extension(fmt)
+        sources.append(
+            (
+                disk.target,
+                "disk",
+                disk.path,
+                fmt,
+                disk.virtual_size,
+                f"{new_name}-{disk.target}.{ext}",
+            )
+        )
+        for i, layer in enumerate(disk.backing_chain, start=1):
+            lfmt = layer.format or "raw"
+            sources.append(
+                (
+                    f"{disk.target}.backing{i}",
+                    "backing",
+                    layer.path,
+                    lfmt,
+                    None,
+                    f"{new_name}-{disk.target}-backing{i}.{_extension(lfmt)}",
+                )
+            )
+    if vm.nvram:
+        sources.append(("nvram", "nvram", vm.nvram, "raw", None, f"{new_name}-nvram.fd"))
+    if vm.tpm:
+        conflicts.append("the VM has a TPM: copying TPM state is not supported yet")
+    if not sources:
+        return []
+    paths = [s[2] for s in sources]
+    for path in paths:
+        try:
+            validate_remote_path(path)
+        except ValidationError as exc:
+            conflicts.append(f"unsafe source path: {exc}")
+            return []
+    stats = json.loads((await src.run(["python3", "-c", _STAT, *paths])).stdout)
+    plans: list[FilePlan] = []
+    for (label, role, src_path, file_fmt, virtual, final_name), st in zip(
+        sources, stats, strict=True
+    ):
+        if "error" in st:
+            conflicts.append(f"{label}: {src_path}: {st['error']}")
+            continue
+        if st["kind"] != "file":
+            conflicts.append(f"{label}: {src_path} is a {st['kind']} device, not a file")
+            continue
+        if st["link"]:
+            warnings.append(
+                f"{label}: {src_path} is a symlink to {st['real']}; its target is copied"
+            )
+        extents = await agent.call(["extents", st["real"]])
+        final = posixpath.join(pool_path, final_name)
+        try:
+            validate_remote_path(final, under=pool_path)
+        except ValidationError as exc:
+            conflicts.append(f"{label}: the destination path is unsafe: {exc}")
+            continue
+        plans.append(
+            FilePlan(
+                label=label,
+                role=role,
+                format=file_fmt or "raw",
+                source_path=st["real"],
+                final_path=final,
+                staging_path=posixpath.join(pool_path, f"{STAGING_PREFIX}{job_id}-{final_name}"),
+                size=int(extents["size"]),
+                allocated=int(extents["allocated"]),
+                virtual_size=virtual,
+            )
+        )
+    return _with_rebases(plans)
+
+
+def _with_rebases(plans: list[FilePlan]) -> list[FilePlan]:
+    """Point each copied overlay at the copy of the layer below it."""
+    out = []
+    for i, plan in enumerate(plans):
+        below = plans[i + 1] if i + 1 < len(plans) else None
+        if (
+            below is not None
+            and below.role == "backing"
+            and below.label.split(".")[0] == plan.label.split(".")[0]
+        ):
+            plan = FilePlan(**{**plan.__dict__, "rebase_to": (below.final_path, below.format)})
+        out.append(plan)
+    return out

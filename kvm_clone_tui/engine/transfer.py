@@ -1,0 +1,320 @@
+"""Moving one file (a disk image) from a host to another with the host agent.
+
+Two routes:
+
+- **direct**: the source host runs ``agent send | ssh DEST agent receive``; the data never
+  passes through the operator's machine. The source authenticates with the operator's forwarded
+  SSH agent and checks the destination's host key against a known_hosts file holding exactly
+  the key the operator's own connection verified (pinned; never unchecked).
+- **relay**: ``agent send`` on the source and ``agent receive`` on the destination, each over
+  the operator's connection, with this process pumping bytes between them (constant memory).
+
+Either way only allocated, non-zero data moves, and the receiver checks a hash of everything
+the sender read against a hash of everything it wrote (see docs/agent.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from kvm_clone_tui.agent.protocol import AgentFailure, ReceiveResult, parse_progress, parse_result
+from kvm_clone_tui.engine.errors import HostError
+from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.progress import DiskProgress, RateMeter, disk_progress
+from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.ssh import preferred_ciphers
+from kvm_clone_tui.engine.validation import shell_quote_argv
+
+CHANNEL_WINDOW = 32 << 20
+PUMP_CHUNK = 4 << 20
+PROGRESS_INTERVAL = 0.25
+
+
+class TransferError(HostError):
+    """A disk copy failed; ``kind`` says how (no-space, truncated, digest, timeout, ...)."""
+
+    kind = "transfer"
+
+    def __init__(self, host: str, message: str, kind: str = "transfer") -> None:
+        super().__init__(host, message)
+        self.kind = kind
+
+
+class DirectRouteUnavailable(TransferError):
+    """The source could not reach the destination by itself (falls back to relay)."""
+
+
+@dataclass(frozen=True)
+class FileTransfer:
+    """One file to copy: where from, where to (a new file under ``dest_root``), how big."""
+
+    label: str  # shown in progress, e.g. "vda"
+    source_path: str
+    dest_path: str
+    dest_root: str
+    size: int  # apparent size of the source file
+    allocated: int  # bytes of data to move (for progress)
+
+
+@dataclass(frozen=True)
+class DirectEndpoint:
+    """How the source host reaches the destination's sshd, and the key it must present."""
+
+    address: str
+    port: int
+    user: str
+    host_key: str  # "ssh-ed25519 AAAA..." as verified by the operator's connection
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """How to move the bytes."""
+
+    direct: DirectEndpoint | None = None  # None: relay through this process
+    compress: bool = False
+    bandwidth_limit: int | None = None  # bytes per second
+    verify: bool = True
+    no_progress_timeout: float = 120.0
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What arrived, and how."""
+
+    label: str
+    route: str
+    bytes_written: int
+    digest: str
+    verified: bool
+    seconds: float
+
+
+ProgressCallback = Callable[[DiskProgress], None]
+
+
+def _send_args(item: FileTransfer, options: TransferOptions) -> list[str]:
+    args = ["send", item.source_path]
+    if options.bandwidth_limit:
+        args += ["--bwlimit", str(options.bandwidth_limit)]
+    return args
+
+
+def _receive_args(item: FileTransfer) -> list[str]:
+    return ["receive", item.dest_path, "--root", item.dest_root, "--size", str(item.size)]
+
+
+def _direct_script(
+    send: list[str], receive: list[str], endpoint: DirectEndpoint, options: TransferOptions
+) -> str:
+    """The shell script the source host runs for a direct copy (every word quoted)."""
+    remote = shell_quote_argv(receive)
+    if options.compress:
+        remote = f"zstd -d -q -c | {remote}"
+    ssh = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-T",
+        "-x",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "HostKeyAlias=kvm-clone-destination",
+        "-o",
+        f"ConnectTimeout={int(options.connect_timeout)}",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        f"Ciphers={','.join(preferred_ciphers())}",
+        "-p",
+        str(endpoint.port),
+        "-l",
+        endpoint.user,
+    ]
+    pipeline = shell_quote_argv(send)
+    if options.compress:
+        pipeline += " | zstd -1 -T0 -q -c"
+    known = shell_quote_argv([f"kvm-clone-destination {endpoint.host_key}"])
+    return (
+        "kh=$(mktemp) || exit 97\n"
+        "trap 'rm -f \"$kh\"' EXIT\n"
+        f'printf "%s\\n" {known} > "$kh"\n'
+        f'{pipeline} | {shell_quote_argv(ssh)} -o UserKnownHostsFile="$kh" -- '
+        f"{shell_quote_argv([endpoint.address])} {shell_quote_argv([remote])}\n"
+    )
+
+
+class _Watch:
+    """Parses the sender's stderr: progress lines feed the callback, the rest is kept."""
+
+    def __init__(self, item: FileTransfer, on_progress: ProgressCallback) -> None:
+        self.item = item
+        self.on_progress = on_progress
+        self.meter = RateMeter()
+        self.done = 0
+        self.last_change = time.monotonic()
+        self.other: list[str] = []
+
+    async def consume(self, stream: asyncssh.SSHReader[bytes]) -> None:
+        async for raw in stream:
+            line = raw.decode(errors="replace").strip()
+            progress = parse_progress(line)
+            if progress is None:
+                if line:
+                    self.other.append(line)
+                continue
+            if progress.done != self.done:
+                self.done = progress.done
+                self.last_change = time.monotonic()
+            total = max(progress.total, self.item.allocated, progress.done)
+            self.on_progress(disk_progress(self.item.label, progress.done, total, self.meter))
+
+    def stalled_for(self) -> float:
+        return time.monotonic() - self.last_change
+
+    def errors(self) -> str:
+        return "; ".join(self.other[-5:])
+
+
+async def _watchdog(watch: _Watch, timeout: float, host: str) -> None:
+    while True:
+        await asyncio.sleep(min(1.0, timeout / 4))
+        if watch.stalled_for() > timeout:
+            raise TransferError(host, f"no progress for {timeout:.0f} s: aborted", "timeout")
+
+
+def _result(host: str, stdout: str, label: str) -> ReceiveResult:
+    try:
+        return ReceiveResult.from_json(parse_result(stdout))
+    except AgentFailure as exc:
+        kind = exc.kind
+        message = str(exc)
+        if kind == "no-space":
+            message = f"destination storage is full while writing {exc.path or label}: {exc}"
+        raise TransferError(host, message, kind) from exc
+
+
+async def _run_direct(
+    src: Host,
+    src_agent: RemoteAgent,
+    dst_agent: RemoteAgent,
+    item: FileTransfer,
+    options: TransferOptions,
+    watch: _Watch,
+) -> str:
+    assert options.direct is not None
+    send = await src_agent.argv(_send_args(item, options))
+    receive = await dst_agent.argv(_receive_args(item))
+    script = _direct_script(send, receive, options.direct, options)
+    proc = await src.ssh.create_process(
+        shell_quote_argv(["sh", "-c", script]), encoding=None, window=CHANNEL_WINDOW
+    )
+    try:
+        stderr_task = asyncio.ensure_future(watch.consume(proc.stderr))
+        stdout = await proc.stdout.read()
+        await stderr_task
+        await proc.wait()
+    finally:
+        proc.close()
+    text = bytes(stdout).decode(errors="replace")
+    if proc.exit_status == 255 and not text.strip():
+        raise DirectRouteUnavailable(
+            src.name,
+            f"{src.name} could not reach the destination over SSH: "
+            f"{watch.errors() or 'ssh exited 255'}",
+            "direct-unavailable",
+        )
+    if not text.strip() and watch.other:
+        raise TransferError(src.name, f"copy of {item.label} failed: {watch.errors()}")
+    return text
+
+
+async def _run_relay(
+    src: Host,
+    src_agent: RemoteAgent,
+    dst: Host,
+    dst_agent: RemoteAgent,
+    item: FileTransfer,
+    options: TransferOptions,
+    watch: _Watch,
+) -> str:
+    send = shell_quote_argv(await src_agent.argv(_send_args(item, options)))
+    receive = shell_quote_argv(await dst_agent.argv(_receive_args(item)))
+    sender = await src.ssh.create_process(send, encoding=None, window=CHANNEL_WINDOW)
+    receiver = await dst.ssh.create_process(receive, encoding=None, window=CHANNEL_WINDOW)
+
+    async def pump() -> None:
+        while True:
+            chunk = await sender.stdout.read(PUMP_CHUNK)
+            if not chunk:
+                break
+            receiver.stdin.write(chunk)
+            await receiver.stdin.drain()
+        receiver.stdin.write_eof()
+
+    try:
+        stderr_task = asyncio.ensure_future(watch.consume(sender.stderr))
+        pump_task = asyncio.ensure_future(pump())
+        stdout = await receiver.stdout.read()
+        await receiver.wait()
+        # If the receiver stopped first, the pump fails: the receiver's own result says why.
+        with contextlib.suppress(BrokenPipeError, ConnectionError, asyncssh.Error):
+            await pump_task
+        await stderr_task
+        await sender.wait()
+    finally:
+        for proc in (sender, receiver):
+            proc.close()
+    return bytes(stdout).decode(errors="replace")
+
+
+async def copy_file(
+    src: Host,
+    src_agent: RemoteAgent,
+    dst: Host,
+    dst_agent: RemoteAgent,
+    item: FileTransfer,
+    options: TransferOptions,
+    on_progress: ProgressCallback,
+) -> TransferResult:
+    """Copy one file; raises TransferError (DirectRouteUnavailable for a direct failure)."""
+    watch = _Watch(item, on_progress)
+    started = time.monotonic()
+    route = "direct" if options.direct is not None else "relay"
+    if route == "direct":
+        work: Any = _run_direct(src, src_agent, dst_agent, item, options, watch)
+    else:
+        work = _run_relay(src, src_agent, dst, dst_agent, item, options, watch)
+    copy = asyncio.ensure_future(work)
+    dog = asyncio.ensure_future(_watchdog(watch, options.no_progress_timeout, src.name))
+    try:
+        done, _ = await asyncio.wait({copy, dog}, return_when=asyncio.FIRST_COMPLETED)
+        if dog in done:
+            copy.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await copy
+            dog.result()  # raises the timeout
+        stdout: str = copy.result()
+    finally:
+        for task in (copy, dog):
+            task.cancel()
+    result = _result(dst.name, stdout, item.label)
+    on_progress(disk_progress(item.label, item.allocated, item.allocated, watch.meter, True))
+    return TransferResult(
+        label=item.label,
+        route=route,
+        bytes_written=result.bytes_written,
+        digest=result.digest,
+        verified=options.verify,
+        seconds=time.monotonic() - started,
+    )

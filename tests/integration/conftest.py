@@ -1,0 +1,111 @@
+"""Fixtures for tests that copy VMs between lab hosts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvm_clone_tui.engine.config import Config, load_config
+from kvm_clone_tui.lab.host import LabHostRuntime
+from kvm_clone_tui.lab.manager import Lab
+
+IMAGES = "/var/lib/libvirt/images"
+
+
+@pytest.fixture
+def lab_config(lab: Lab) -> Config:
+    """The config `lab up` wrote (environment overrides ignored)."""
+    return load_config(lab.layout.client_config, environ={})
+
+
+@pytest.fixture(autouse=True)
+def _private_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test keeps its transaction journals to itself."""
+    monkeypatch.setenv("KVM_CLONE_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture
+def no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SSH agent: clones take the relay route."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _agent_socket(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("agent")
+    sock = str(folder / "agent.sock")
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        subprocess.run(
+            ["ssh-add", "-q", str(lab.layout.operator_key)],
+            check=True,
+            env=dict(os.environ, SSH_AUTH_SOCK=sock),
+        )
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture
+def ssh_agent(_agent_socket: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An SSH agent holding the lab's operator key: clones can go direct."""
+    monkeypatch.setenv("SSH_AUTH_SOCK", _agent_socket)
+    return _agent_socket
+
+
+def purge(runtime: LabHostRuntime, name: str) -> None:
+    """Remove VM ``name`` and every file kvm-clone may have left for it on a lab host."""
+    runtime.virsh("destroy", "--domain", name, check=False)
+    runtime.virsh("undefine", "--domain", name, "--nvram", check=False)
+    images = runtime.layout.host_path(runtime.host.name, IMAGES)
+    for path in images.iterdir():
+        if path.name.startswith((f"{name}-", ".kvmclone-")):
+            path.unlink()
+
+
+def leftovers(runtime: LabHostRuntime) -> list[str]:
+    """Files of unfinished kvm-clone jobs in a host's default pool."""
+    images = runtime.layout.host_path(runtime.host.name, IMAGES)
+    return sorted(p.name for p in images.iterdir() if p.name.startswith(".kvmclone-"))
+
+
+def sha256(path: Path) -> str:
+    """Hash of a file's whole contents (holes read as zeros)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def domain_names(runtime: LabHostRuntime) -> set[str]:
+    """Every VM defined on a lab host."""
+    return {n for n in runtime.virsh("list", "--all", "--name").splitlines() if n.strip()}
+
+
+@pytest.fixture
+def clean_beta(lab: Lab) -> Iterator[LabHostRuntime]:
+    """beta, with whatever a test cloned onto it removed afterwards."""
+    beta = lab.runtime("beta")
+    before = domain_names(beta)
+    yield beta
+    for name in domain_names(beta) - before:
+        purge(beta, name)
+    for name in leftovers(beta):
+        (beta.layout.host_path("beta", IMAGES) / name).unlink()
+
+
+def has_tool(name: str) -> bool:
+    """True when ``name`` is on this machine."""
+    return shutil.which(name) is not None
