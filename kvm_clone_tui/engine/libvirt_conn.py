@@ -80,6 +80,8 @@ class LibvirtConnection:
         self._listener: asyncssh.SSHListener | None = None
         self._conn: libvirt.virConnect | None = None
         self._callback_ids: list[int] = []
+        self._callbacks: list[Callable[[str, int, int], None]] = []
+        self._local_uri = ""
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -98,15 +100,9 @@ class LibvirtConnection:
         except asyncssh.Error as exc:
             await self.close()
             raise LibvirtError(self.host, f"cannot forward the libvirt socket: {exc}") from exc
-        local_uri = f"qemu+unix:///system?socket={quote(local, safe='/')}"
-
-        def _open() -> libvirt.virConnect:
-            conn = libvirt.open(local_uri)
-            conn.setKeepAlive(5, 3)
-            return conn
-
+        self._local_uri = f"qemu+unix:///system?socket={quote(local, safe='/')}"
         try:
-            self._conn = await asyncio.wait_for(self._run(_open), timeout)
+            self._conn = await asyncio.wait_for(self._run(self._open_blocking), timeout)
         except libvirt.libvirtError as exc:
             await self.close()
             raise LibvirtError(
@@ -118,17 +114,73 @@ class LibvirtConnection:
             await self.close()
             raise LibvirtError(self.host, f"libvirt did not answer within {timeout:.0f} s") from exc
 
+    def _open_blocking(self) -> libvirt.virConnect:
+        conn = libvirt.open(self._local_uri)
+        conn.setKeepAlive(5, 3)
+        return conn
+
+    async def _reopen(self, timeout: float = 60) -> None:
+        """Open libvirt again after libvirtd restarted (the SSH forward stays); re-subscribe."""
+        old, self._conn = self._conn, None
+        if old is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                await self._run(old.close)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                self._conn = await self._run(self._open_blocking)
+                break
+            except libvirt.libvirtError as exc:
+                if loop.time() > deadline:
+                    raise LibvirtError(
+                        self.host,
+                        f"libvirt did not come back within {timeout:.0f} s: "
+                        f"{_libvirt_message(exc)}",
+                    ) from exc
+                await asyncio.sleep(0.5)
+        callbacks, self._callbacks, self._callback_ids = self._callbacks, [], []
+        for callback in callbacks:
+            await self.register_domain_events(callback)
+
     async def _run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn)
 
     async def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
-        """Run ``fn(virConnect)`` in the libvirt thread pool; libvirt errors become LibvirtError."""
+        """Run ``fn(virConnect)`` in the libvirt thread pool; libvirt errors become LibvirtError.
+
+        When libvirtd went away (restarted, crashed) the connection is opened again and the
+        call made once more: every call the engine makes is safe to repeat.
+        """
+        conn = self.conn
+        try:
+            return await self._run(lambda: fn(conn))
+        except libvirt.libvirtError as exc:
+            if not self._lost(exc, conn):
+                raise LibvirtError(self.host, _libvirt_message(exc)) from exc
+        await self._reopen()
         conn = self.conn
         try:
             return await self._run(lambda: fn(conn))
         except libvirt.libvirtError as exc:
             raise LibvirtError(self.host, _libvirt_message(exc)) from exc
+
+    @staticmethod
+    def _lost(exc: libvirt.libvirtError, conn: libvirt.virConnect) -> bool:
+        """True when the error means the connection to libvirtd is gone."""
+        lost_codes = {
+            libvirt.VIR_ERR_SYSTEM_ERROR,
+            libvirt.VIR_ERR_RPC,
+            libvirt.VIR_ERR_NO_CONNECT,
+            libvirt.VIR_ERR_INVALID_CONN,
+        }
+        if exc.get_error_code() in lost_codes:
+            return True
+        try:
+            return not conn.isAlive()
+        except libvirt.libvirtError:
+            return True
 
     async def register_domain_events(self, callback: Callable[[str, int, int], None]) -> None:
         """Call ``callback(name, event, detail)`` on the asyncio loop for lifecycle events."""
@@ -144,6 +196,7 @@ class LibvirtConnection:
             )
         )
         self._callback_ids.append(callback_id)
+        self._callbacks.append(callback)
 
     def is_alive(self) -> bool:
         """True while the connection is open and the keepalive has not failed."""
@@ -163,6 +216,7 @@ class LibvirtConnection:
 
             await self._run(_close)
         self._callback_ids.clear()
+        self._callbacks.clear()
         if self._listener is not None:
             self._listener.close()
             self._listener = None

@@ -258,6 +258,19 @@ class LabHostRuntime:
             ) from exc
         return done.stdout
 
+    def restart_libvirtd(self, timeout: float = 30) -> None:
+        """Stop and start this host's libvirtd (running guests keep running), as an admin would."""
+        anchor = self.pid("sshd") or self.anchor_pid()
+        old = self.pid("libvirtd")
+        if old is not None:
+            terminate([old])
+        run_in_namespace(anchor, ["libvirtd", "--daemon", "--pid-file", "/run/libvirtd.pid"])
+        deadline = time.monotonic() + timeout
+        while not (self.pid("libvirtd") and self._libvirt_answers()):
+            if time.monotonic() > deadline:
+                raise LabError(f"libvirtd on {self.host.name} did not come back")
+            time.sleep(0.2)
+
     def stop(self) -> list[int]:
         """Stop every process in the host's namespace; return the pids that needed SIGKILL."""
         namespace = self.namespace()

@@ -325,6 +325,23 @@ async def test_connection_dropped_mid_copy_rolls_back(
     assert leftovers(clean_beta) == []
 
 
+async def test_destination_libvirtd_restarted_mid_copy_still_commits(
+    lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
+) -> None:
+    async with KVMCloneClient(lab_config) as client:
+        task = asyncio.ensure_future(
+            client.clone_vm(
+                "alpha", "beta", "db01", new_name="db01-restart", bandwidth_limit=4 << 20
+            )
+        )
+        await _wait_for_partial(clean_beta)
+        await asyncio.to_thread(clean_beta.restart_libvirtd)
+        result = await asyncio.wait_for(task, 120)
+    assert clean_beta.virsh("domuuid", "db01-restart").strip() == result.uuid
+    assert_same_disk(lab, f"{IMAGES}/db01/sys/disk.img", "beta", f"{IMAGES}/db01-restart-vda.img")
+    assert leftovers(clean_beta) == []
+
+
 async def test_cancel_mid_copy_rolls_back(
     lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
 ) -> None:
