@@ -66,8 +66,8 @@ def terminate(pids: Iterable[int], grace: float = 10.0) -> list[int]:
 
 
 def nsenter_argv(pid: int, argv: Sequence[str]) -> list[str]:
-    """Prefix ``argv`` so that it runs in the mount namespace of ``pid``."""
-    return ["nsenter", f"--target={pid}", "--mount", "--", *argv]
+    """Prefix ``argv`` so that it runs in the mount and UTS namespaces of ``pid``."""
+    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--", *argv]
 
 
 def run_in_namespace(
