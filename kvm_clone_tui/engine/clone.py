@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import libvirt
-from kvm_clone_tui.engine.domain_rewrite import DiskMapping, RewriteOptions, rewrite_domain
 
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.errors import HostError, KVMCloneError
@@ -160,7 +159,7 @@ async def run_clone(
         journal.step(COPIED, "every file arrived and its hash matched")
         events.step("verify", ", ".join(f"{r.label} {r.digest[:16]}" for r in results))
         await _rebase(dst, plan, events)
-        xml = _destination_xml(plan)
+        xml = plan.dest_xml
         journal.step(COMMITTING, "renaming staged files and defining the VM")
         if plan.replace_existing:
             await _move_replaced_aside(dst, dst_agent, plan, journal, events)
@@ -279,34 +278,6 @@ async def _rebase(dst: Host, plan: ClonePlan, events: _Events) -> None:
             ]
         )
         events.step("stage", f"{file.label}: backing file re-pointed to {backing}")
-
-
-def _destination_xml(plan: ClonePlan) -> str:
-    disks = {
-        f.label: DiskMapping(f.label, f.final_path, f.format)
-        for f in plan.files
-        if f.role == "disk"
-    }
-    nvram = next((f.final_path for f in plan.files if f.role == "nvram"), None)
-    result = rewrite_domain(
-        plan.source_xml,
-        RewriteOptions(
-            new_name=plan.new_name,
-            new_uuid=plan.new_uuid,
-            disks=disks,
-            preserve_mac=plan.options.preserve_mac,
-            mac_seed=None,
-            cdrom_paths_present=plan.cdroms_present,
-            nvram_path=nvram,
-            metadata={
-                "source-host": plan.source_host,
-                "source-uuid": plan.vm.uuid,
-                "source-name": plan.vm.name,
-                "job": plan.job_id,
-            },
-        ),
-    )
-    return result.xml
 
 
 async def _move_replaced_aside(

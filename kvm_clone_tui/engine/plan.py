@@ -20,7 +20,14 @@ import libvirt
 
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone_options import CloneOptions
-from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
+from kvm_clone_tui.engine.domain_rewrite import (
+    DiskMapping,
+    RewriteError,
+    RewriteOptions,
+    RewriteResult,
+    read_clone_metadata,
+    rewrite_domain,
+)
 from kvm_clone_tui.engine.errors import HostError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import STAGING_PREFIX, new_job_id
@@ -88,6 +95,7 @@ class ClonePlan:
     compress_reason: str
     required_space: int
     source_xml: str
+    dest_xml: str = ""  # the definition the clone gets (empty when conflicts refuse it)
     direct: DirectEndpoint | None = None
     cdroms_present: frozenset[str] = frozenset()
     conflicts: tuple[str, ...] = ()
@@ -342,6 +350,17 @@ async def build_plan(
             f"{format_bytes(available)}"
         )
     warnings += await _dest_limits(dst, vm)
+    new_uuid = str(uuid.uuid4())
+    dest_xml = ""
+    if not conflicts:
+        try:
+            rewritten = destination_xml(
+                source_xml, files, source, vm, new_name, new_uuid, job_id, options, cdroms_present
+            )
+            dest_xml = rewritten.xml
+            warnings += rewritten.warnings
+        except RewriteError as exc:
+            conflicts.append(f"the domain definition cannot be cloned: {exc}")
 
     route, route_reason, endpoint = await _route(client, options, src, dst, conflicts)
     compress, compress_reason = await _compression(
@@ -353,7 +372,7 @@ async def build_plan(
         dest_host=dest,
         vm=vm,
         new_name=new_name,
-        new_uuid=str(uuid.uuid4()),
+        new_uuid=new_uuid,
         pool=pool,
         pool_path=pool_path,
         pool_available=available,
@@ -364,6 +383,7 @@ async def build_plan(
         compress_reason=compress_reason,
         required_space=required,
         source_xml=source_xml,
+        dest_xml=dest_xml,
         direct=endpoint,
         cdroms_present=cdroms_present,
         conflicts=tuple(conflicts),
@@ -371,6 +391,42 @@ async def build_plan(
         replace_existing=replace_existing,
         already_done=already_done,
         options=options,
+    )
+
+
+def destination_xml(
+    source_xml: str,
+    files: list[FilePlan],
+    source_host: str,
+    vm: VM,
+    new_name: str,
+    new_uuid: str,
+    job_id: str,
+    options: CloneOptions,
+    cdroms_present: frozenset[str],
+) -> RewriteResult:
+    """The clone's domain definition: new identity, disks re-pointed into the pool."""
+    disks = {
+        f.label: DiskMapping(f.label, f.final_path, f.format) for f in files if f.role == "disk"
+    }
+    nvram = next((f.final_path for f in files if f.role == "nvram"), None)
+    return rewrite_domain(
+        source_xml,
+        RewriteOptions(
+            new_name=new_name,
+            new_uuid=new_uuid,
+            disks=disks,
+            preserve_mac=options.preserve_mac,
+            mac_seed=None,
+            cdrom_paths_present=cdroms_present,
+            nvram_path=nvram,
+            metadata={
+                "source-host": source_host,
+                "source-uuid": vm.uuid,
+                "source-name": vm.name,
+                "job": job_id,
+            },
+        ),
     )
 
 

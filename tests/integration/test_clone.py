@@ -438,3 +438,39 @@ def _sshd_sessions(namespace: str | None) -> list[int]:
 
 
 __all__ = ["purge", "source_file"]
+
+
+async def test_symlinked_disk_outside_any_pool_and_ejected_cdrom(
+    lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
+) -> None:
+    alpha = lab.runtime("alpha")
+    # A VM whose disk is a symlink, in a folder that is no storage pool, pointing at a copy of
+    # app.v2's disk; plus installer's CD-ROM, whose ISO beta does not have.
+    outside = "/var/lib/libvirt/elsewhere"
+    local = lab.layout.host_path("alpha", outside)
+    local.mkdir(exist_ok=True)
+    real = local / "real.qcow2"
+    real.write_bytes(lab.layout.host_path("alpha", f"{IMAGES}/app.v2.qcow2").read_bytes())
+    (local / "link.qcow2").symlink_to(f"{outside}/real.qcow2")
+    root = ET.fromstring(alpha.virsh("dumpxml", "--inactive", "installer"))
+    root.find("name").text = "odd-paths"  # type: ignore[union-attr]
+    root.remove(root.find("uuid"))  # type: ignore[arg-type]
+    root.find("devices/disk/source").set("file", f"{outside}/link.qcow2")  # type: ignore[union-attr]
+    alpha.virsh("define", "/dev/stdin", input=ET.tostring(root, encoding="unicode"))
+    try:
+        async with KVMCloneClient(lab_config) as client:
+            plan = await client.plan_clone("alpha", "beta", "odd-paths")
+            assert plan.ok, plan.conflicts
+            assert any("symlink" in w for w in plan.warnings)
+            assert any("ejected" in w for w in plan.warnings)
+            assert plan.files[0].source_path == f"{outside}/real.qcow2"
+            await client.clone_vm("alpha", "beta", "odd-paths")
+        copied = lab.layout.host_path("beta", f"{IMAGES}/odd-paths-vda.qcow2")
+        assert sha256(copied) == sha256(real)
+        xml = ET.fromstring(clean_beta.virsh("dumpxml", "odd-paths"))
+        cdrom = next(d for d in xml.iter("disk") if d.get("device") == "cdrom")
+        assert cdrom.find("source") is None  # ejected: the ISO is not on beta
+    finally:
+        alpha.virsh("undefine", "--domain", "odd-paths", check=False)
+        for name in ("link.qcow2", "real.qcow2"):
+            (local / name).unlink(missing_ok=True)
