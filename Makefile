@@ -13,12 +13,12 @@ PYTEST_ARGS ?=
 APT_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients \
 	qemu-system-x86 qemu-utils openssh-server openssh-client libvirt-dev pkg-config gcc \
 	python3 python3-dev python3-venv busybox-static cpio ovmf genisoimage util-linux iproute2 procps \
-	rsync zstd tmux
+	rsync zstd tmux librsvg2-bin
 
-.PHONY: help deps apt venv lab-up lab-down lab-status demo test lint typecheck pytest format clean
+.PHONY: help deps apt venv lab-up lab-down lab-status demo test lint typecheck pytest format screenshots clean
 
 help:
-	@echo "make demo      install what is needed, start the lab, show what is on it"
+	@echo "make demo      install what is needed, start the lab, open the TUI on it"
 	@echo "make test      install what is needed, start the lab, run lint, types and all tests"
 	@echo "make lab-down  stop the lab (its files stay; 'kvm-clone lab down --purge' deletes them)"
 
@@ -52,11 +52,11 @@ lab-status:
 	$(KVM_CLONE) lab status
 
 demo: lab-up
-	KVM_CLONE_CONFIG=$$($(KVM_CLONE) lab path)/config.yaml $(KVM_CLONE) list
+	KVM_CLONE_CONFIG=$$($(KVM_CLONE) lab path)/config.yaml $(KVM_CLONE) tui
 
 lint: venv
-	$(BIN)/ruff check kvm_clone_tui tests
-	$(BIN)/ruff format --check kvm_clone_tui tests
+	$(BIN)/ruff check kvm_clone_tui tests scripts bench
+	$(BIN)/ruff format --check kvm_clone_tui tests scripts
 
 typecheck: venv
 	$(BIN)/mypy
@@ -67,8 +67,11 @@ pytest: lab-up
 test: lint typecheck pytest
 
 format: venv
-	$(BIN)/ruff format kvm_clone_tui tests
-	$(BIN)/ruff check --fix kvm_clone_tui tests
+	$(BIN)/ruff format kvm_clone_tui tests scripts bench
+	$(BIN)/ruff check --fix kvm_clone_tui tests scripts bench
+
+screenshots: lab-up
+	$(BIN)/python scripts/screenshots.py
 
 clean: lab-down
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from kvm_clone_tui import __version__
 from kvm_clone_tui.cli import clone_cmd, config_cmd, lab_cmd, list_cmd
+from kvm_clone_tui.tui import command as tui_command
 
 DESCRIPTION = """\
 Clone and synchronise KVM virtual machines between libvirt hosts over SSH.
@@ -31,7 +32,6 @@ exit codes:
 # Commands whose implementation lands with later issues. They exist so that `--help` shows the
 # whole shape of the tool, but they refuse to run instead of pretending to work.
 PENDING: dict[str, tuple[str, str]] = {
-    "tui": ("open the terminal UI (hosts side by side, drag-and-drop clone)", "the TUI"),
     "sync": ("bring an earlier clone up to date", "incremental sync"),
 }
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"it arrives with {feature}.",
         )
         pending.set_defaults(pending=feature)
+    tui_command.add_parser(sub)
     list_cmd.add_parser(sub)
     clone_cmd.add_parser(sub)
     config_cmd.add_parser(sub)
@@ -65,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kvm-clone`` and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = args.command or "tui"
+    if args.command is None:  # plain `kvm-clone` opens the UI
+        args = parser.parse_args(["tui"])
+    command = args.command
     run = getattr(args, "run", None)
     if run is not None:
         code: int = run(args)

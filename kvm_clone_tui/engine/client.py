@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -105,6 +106,30 @@ class KVMCloneClient:
         if fresh or tracker.inventory is None:
             return await tracker.refresh()
         return tracker.inventory
+
+    async def domain_xml(self, host: str, vm: str, *, inactive: bool = False) -> str:
+        """The domain XML of VM ``vm`` on ``host`` (the live definition unless ``inactive``)."""
+        import libvirt  # the engine owns libvirt; callers only see text
+
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        connected = await self.host(host)
+        xml: str = await connected.libvirt.call(lambda c: c.lookupByName(vm).XMLDesc(flags))
+        return xml
+
+    async def close_host(self, name: str) -> None:
+        """Close the connection to one host (it reconnects on next use)."""
+        task = self._hosts.pop(name, None)
+        self._trackers.pop(name, None)
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        try:
+            host = await task
+        except (asyncio.CancelledError, Exception):
+            return
+        with contextlib.suppress(LibvirtError, OSError):
+            await host.close()
 
     async def list_vms(
         self, hosts: Sequence[str], *, status: VMState | None = None

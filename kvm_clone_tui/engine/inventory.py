@@ -7,6 +7,7 @@ event re-reads only the domain it names, so a host with hundreds of VMs is never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import xml.etree.ElementTree as ET
@@ -189,7 +190,7 @@ class InventoryEvent:
     """A VM appeared, changed or disappeared on a host."""
 
     host: str
-    kind: str  # added | changed | removed
+    kind: str  # added | changed | removed | disconnected (then name is "" and vm None)
     name: str
     vm: VM | None
     inventory: HostInventory
@@ -205,6 +206,7 @@ class InventoryTracker:
         self._watching = False
         self._pending: set[str] = set()
         self._lock = asyncio.Lock()
+        self._closed_watch: asyncio.Task[None] | None = None
 
     async def refresh(self) -> HostInventory:
         """Read the whole host again."""
@@ -215,6 +217,15 @@ class InventoryTracker:
         """Call ``listener`` on the event loop after every change."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[InventoryEvent], None]) -> None:
+        """Stop calling ``listener`` (no error if it was not subscribed)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _notify(self, event: InventoryEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
     async def watch(self) -> None:
         """Start following the host's domain events (idempotent)."""
         if self._watching:
@@ -223,6 +234,14 @@ class InventoryTracker:
         if self.inventory is None:
             await self.refresh()
         await self.host.libvirt.register_domain_events(self._on_event)
+        self._closed_watch = asyncio.get_running_loop().create_task(self._watch_connection())
+
+    async def _watch_connection(self) -> None:
+        """Tell subscribers when the host's SSH connection ends (kind ``disconnected``)."""
+        with contextlib.suppress(Exception):
+            await self.host.ssh.wait_closed()
+        if self.inventory is not None:
+            self._notify(InventoryEvent(self.host.name, "disconnected", "", None, self.inventory))
 
     def _on_event(self, name: str, event: int, detail: int) -> None:
         if name in self._pending:
@@ -252,6 +271,4 @@ class InventoryTracker:
             self.inventory = dataclasses.replace(
                 self.inventory, vms=tuple(sorted(old.values(), key=lambda v: v.name))
             )
-            event = InventoryEvent(self.host.name, kind, name, vm, self.inventory)
-            for listener in list(self._listeners):
-                listener(event)
+            self._notify(InventoryEvent(self.host.name, kind, name, vm, self.inventory))

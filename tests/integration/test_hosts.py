@@ -256,3 +256,22 @@ def test_cli_list_json_and_exit_code(lab: Lab) -> None:
     assert done.returncode == 1
     assert "writer" in done.stdout and "web01" not in done.stdout
     assert "127.0.0.99" in done.stderr and "refused" in done.stderr
+
+
+async def test_domain_xml_close_host_and_disconnect_events(lab: Lab) -> None:
+    async with KVMCloneClient(lab_config(lab)) as client:
+        xml = await client.domain_xml("alpha", "db01", inactive=True)
+        assert "<name>db01</name>" in xml
+        tracker = await client.tracker("alpha")
+        await tracker.watch()
+        seen: asyncio.Queue[InventoryEvent] = asyncio.Queue()
+        tracker.subscribe(seen.put_nowait)
+        first = await client.host("alpha")
+        first.ssh.close()  # the link drops under the tracker
+        event = await asyncio.wait_for(seen.get(), 30)
+        assert event.kind == "disconnected" and event.vm is None
+        tracker.unsubscribe(seen.put_nowait)
+        await client.close_host("alpha")
+        again = await client.host("alpha")  # reconnects on next use
+        assert again is not first
+        assert (await again.run(["hostname"])).stdout.strip() == "alpha"

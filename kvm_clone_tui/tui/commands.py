@@ -1,0 +1,43 @@
+"""The command palette's kvm-clone commands (ctrl+p): each runs one of the app's actions."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+#: (title, help, app action); the action's own check (e.g. "no host open") still applies.
+PALETTE_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("Add host", "Open another host in a new pane", "add_host"),
+    ("Remove host", "Close the current host's pane (asks first)", "remove_host"),
+    ("Refresh host", "Read the current host again, or retry it after a failure", "refresh"),
+    ("Filter VMs", "Show only the VMs whose name or state matches a regex", "filter"),
+    ("Clear filter", "Show every VM again", "clear_filter"),
+    ("Help: keys", "Every key binding", "help"),
+    ("Toggle dark/light theme", "Switch between the dark and the light theme", "toggle_theme"),
+)
+
+
+class KVMCloneCommands(Provider):
+    """Offers :data:`PALETTE_COMMANDS` that the app can run right now."""
+
+    def _available(self) -> list[tuple[str, str, str]]:
+        return [c for c in PALETTE_COMMANDS if self.app.check_action(c[2], ()) is not False]
+
+    async def discover(self) -> Hits:
+        """Every available command, when nothing is typed yet."""
+        for title, help_text, action in self._available():
+            yield DiscoveryHit(title, partial(self.app.run_action, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        """The available commands whose title matches ``query`` (fuzzy)."""
+        matcher = self.matcher(query)
+        for title, help_text, action in self._available():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(
+                    score,
+                    matcher.highlight(title),
+                    partial(self.app.run_action, action),
+                    help=help_text,
+                )

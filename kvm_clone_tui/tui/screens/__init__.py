@@ -1,0 +1,1 @@
+"""Modal screens: VM details, add host, confirmation, help."""

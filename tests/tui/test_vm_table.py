@@ -1,0 +1,104 @@
+"""The VM table on its own: incremental updates at 500 VMs, filter, marks, fitting columns."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+from textual.app import App, ComposeResult
+
+from kvm_clone_tui.engine.models import VM, VMState
+from kvm_clone_tui.tui.widgets.vm_table import COLUMNS, MARK, VMTable, fitting_columns
+
+
+def make_vm(i: int, state: VMState = VMState.SHUT_OFF) -> VM:
+    return VM(
+        name=f"vm{i:03d}",
+        uuid=f"uuid-{i}",
+        state=state,
+        vcpus=1 + i % 4,
+        memory_kib=(256 + i) * 1024,
+        autostart=False,
+        persistent=True,
+        domain_type="kvm",
+    )
+
+
+class TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield VMTable()
+
+
+def names(table: VMTable) -> list[str]:
+    return [str(row.key.value) for row in table.ordered_rows]
+
+
+async def test_500_vms_change_one_row_at_a_time() -> None:
+    app = TableApp()
+    async with app.run_test(size=(200, 50)) as pilot:
+        table = app.query_one(VMTable)
+        vms = [make_vm(i) for i in range(500)]
+        table.show(vms)
+        await pilot.pause()
+        assert table.row_count == 500 and names(table) == sorted(v.name for v in vms)
+        table.move_cursor(row=250)
+        rebuilds = 0
+        clear = table.clear
+
+        def counting_clear(columns: bool = False) -> VMTable:
+            nonlocal rebuilds
+            rebuilds += 1
+            return clear(columns)
+
+        table.clear = counting_clear  # type: ignore[method-assign]
+        started = time.perf_counter()
+        for i in range(0, 500, 2):  # 250 VMs start
+            table.apply(f"vm{i:03d}", make_vm(i, VMState.RUNNING))
+        elapsed = time.perf_counter() - started
+        await pilot.pause()
+        assert rebuilds == 0
+        assert elapsed < 2.5, f"250 row updates took {elapsed:.2f}s"
+        assert table.get_cell("vm010", "state").plain == "running"
+        assert table.get_cell("vm011", "state").plain == "shut-off"
+        assert table.current_name == "vm250"  # the cursor stays on its VM
+
+
+async def test_added_removed_and_filtered_vms() -> None:
+    app = TableApp()
+    async with app.run_test(size=(200, 30)) as pilot:
+        table = app.query_one(VMTable)
+        table.show([make_vm(i) for i in (1, 3, 5)])
+        table.move_cursor(row=1)
+        table.apply("vm002", make_vm(2))  # added in its sorted place
+        assert names(table) == ["vm001", "vm002", "vm003", "vm005"]
+        assert table.current_name == "vm003"  # the cursor stays on its VM, not its index
+
+        table.action_toggle_mark()
+        assert table.marked == {"vm003"}
+        assert table.get_cell("vm003", "name").plain == f"{MARK} vm003"
+        table.apply("vm003", None)  # removed: its row and its mark go
+        assert names(table) == ["vm001", "vm002", "vm005"] and table.marked == set()
+
+        table.set_filter(re.compile("running"))
+        assert names(table) == []
+        table.apply("vm002", make_vm(2, VMState.RUNNING))  # now matches: appears
+        assert names(table) == ["vm002"]
+        table.apply("vm002", make_vm(2))  # no longer matches: disappears
+        assert names(table) == []
+        table.set_filter(None)
+        assert names(table) == ["vm001", "vm002", "vm005"]
+
+        hostile = dataclasses.replace(make_vm(9), name="[bold]x[/bold]")
+        table.apply(hostile.name, hostile)  # names are text, never markup
+        assert table.get_cell(hostile.name, "name").plain == "  [bold]x[/bold]"
+        await pilot.pause()
+
+
+def test_columns_are_left_out_least_useful_first() -> None:
+    vms = [make_vm(1)]
+    everything = tuple(c.key for c in COLUMNS)
+    assert fitting_columns(vms, 200, 1) == everything
+    narrow = fitting_columns(vms, 45, 1)
+    assert narrow[:2] == ("name", "state") and "disks" not in narrow
+    assert fitting_columns(vms, 5, 1) == ("name",)  # the name always stays
