@@ -81,9 +81,22 @@ class KVMCloneClient:
     ) -> None:
         await self.close()
 
+    @staticmethod
+    def _is_dropped(task: asyncio.Task[Host] | None) -> bool:
+        """True for a connection that was made and has closed since."""
+        if task is None or not task.done() or task.cancelled() or task.exception():
+            return False
+        return task.result().ssh.is_closed()
+
     async def host(self, name: str) -> Host:
         """The connected host ``name`` (one SSH login per host, shared by all callers)."""
         task = self._hosts.get(name)
+        if self._is_dropped(task):  # the link dropped: log in again
+            assert task is not None
+            self._trackers.pop(name, None)
+            with contextlib.suppress(LibvirtError, OSError):
+                await task.result().libvirt.close()
+            task = None
         if task is None or (task.done() and (task.cancelled() or task.exception())):
             target = host_target(self.config, name)
             task = asyncio.get_running_loop().create_task(Host.connect(target, self.ssh_settings))
@@ -174,13 +187,15 @@ class KVMCloneClient:
         options: CloneOptions | None = None,
         *,
         on_event: Callable[[JobEvent], None] | None = None,
+        auto_rollback: bool = True,
         **overrides: object,
     ) -> CloneResult:
         """Clone VM ``vm`` from host ``source`` to host ``dest``.
 
         ``overrides`` are CloneOptions fields (``new_name="web02"``, ``start=True``...);
         ``on_event`` receives the transaction log and per-disk progress. Raises CloneRefused
-        when the plan has conflicts (nothing copied), or the error that made it roll back.
+        when the plan has conflicts (nothing copied), or the error that made it roll back
+        (CloneFailed, without rolling back, when ``auto_rollback`` is False).
         """
         from kvm_clone_tui.engine.clone import run_clone
 
@@ -191,7 +206,29 @@ class KVMCloneClient:
             if record.dest_host == dest and record.new_name == new_name:
                 await self.recover_job(journal, on_event=on_event)
         plan = await self.plan_clone(source, dest, vm, options)
-        return await run_clone(self, plan, on_event)
+        return await run_clone(self, plan, on_event, auto_rollback=auto_rollback)
+
+    async def run_plan(
+        self,
+        plan: ClonePlan,
+        *,
+        on_event: Callable[[JobEvent], None] | None = None,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        """Carry out a plan from :meth:`plan_clone` (e.g. after the operator confirmed it)."""
+        from kvm_clone_tui.engine.clone import run_clone
+
+        return await run_clone(self, plan, on_event, auto_rollback=auto_rollback)
+
+    async def rollback_job(
+        self, job_id: str, on_event: Callable[[JobEvent], None] | None = None
+    ) -> None:
+        """Roll back an unfinished job by id (one kept by ``auto_rollback=False``)."""
+        for journal in unfinished():
+            if journal.record.job_id == job_id:
+                await self.recover_job(journal, on_event)
+                return
+        raise KVMCloneError(f"no unfinished job {job_id!r}")
 
     async def recover_job(
         self, journal: Journal, on_event: Callable[[JobEvent], None] | None = None

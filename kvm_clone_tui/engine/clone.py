@@ -33,6 +33,7 @@ from kvm_clone_tui.engine.journal import (
     COPIED,
     COPYING,
     DONE,
+    FAILED,
     PLANNED,
     ROLLED_BACK,
     Journal,
@@ -60,6 +61,21 @@ class CloneRefused(KVMCloneError):
     def __init__(self, plan: ClonePlan) -> None:
         super().__init__("clone refused: " + "; ".join(plan.conflicts))
         self.plan = plan
+
+
+class CloneFailed(KVMCloneError):
+    """A clone failed and, as asked, was not rolled back yet (see ``run_clone``)."""
+
+    def __init__(self, job_id: str, journal: Journal, cause: Exception) -> None:
+        super().__init__(f"clone failed: {cause} (job {job_id}; staged files kept)")
+        self.job_id = job_id
+        self.journal = journal
+        self.cause = cause
+
+    @property
+    def staged(self) -> list[str]:
+        """The files this job left on the destination."""
+        return [f.final if f.committed else f.staging for f in self.journal.record.files]
 
 
 @dataclass(frozen=True)
@@ -122,9 +138,18 @@ def _journal_for(plan: ClonePlan) -> Journal:
 
 
 async def run_clone(
-    client: KVMCloneClient, plan: ClonePlan, on_event: EventCallback | None = None
+    client: KVMCloneClient,
+    plan: ClonePlan,
+    on_event: EventCallback | None = None,
+    *,
+    auto_rollback: bool = True,
 ) -> CloneResult:
-    """Carry out ``plan``; on any failure or cancellation roll back, then re-raise."""
+    """Carry out ``plan``; on any failure or cancellation roll back, then re-raise.
+
+    With ``auto_rollback=False`` a failure (not a cancellation) leaves the staged files and
+    the journal for the caller to decide: it raises :class:`CloneFailed`, and
+    ``KVMCloneClient.rollback_job(job_id)`` rolls back later (the TUI's rollback prompt).
+    """
     if not plan.ok:
         raise CloneRefused(plan)
     started_at = time.monotonic()
@@ -183,8 +208,11 @@ async def run_clone(
         journal.step(DONE, "clone complete")
         events.step("done", f"cloned {plan.vm.name} to {plan.dest_host} as {plan.new_name}")
     except BaseException as exc:
-        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc)
-        events.step("failed", reason)
+        cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+        events.step("failed", "cancelled" if cancelled else str(exc))
+        if not auto_rollback and not cancelled and isinstance(exc, Exception):
+            journal.step(FAILED, f"kept for the operator to decide: {exc}")
+            raise CloneFailed(plan.job_id, journal, exc) from exc
         await asyncio.shield(rollback(client, journal, events))
         raise
     return CloneResult(

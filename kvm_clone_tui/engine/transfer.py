@@ -304,7 +304,14 @@ async def copy_file(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await copy
             dog.result()  # raises the timeout
-        stdout: str = copy.result()
+        try:
+            stdout: str = copy.result()
+        except (asyncssh.Error, OSError) as exc:
+            raise TransferError(
+                src.name if route == "direct" else f"{src.name}/{dst.name}",
+                f"copy of {item.label} lost its SSH connection: {exc}",
+                "connection",
+            ) from exc
     finally:
         for task in (copy, dog):
             task.cancel()

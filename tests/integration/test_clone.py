@@ -474,3 +474,30 @@ async def test_symlinked_disk_outside_any_pool_and_ejected_cdrom(
         alpha.virsh("undefine", "--domain", "odd-paths", check=False)
         for name in ("link.qcow2", "real.qcow2"):
             (local / name).unlink(missing_ok=True)
+
+
+async def test_failure_kept_for_the_operator_then_rolled_back_on_request(
+    lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
+) -> None:
+    from kvm_clone_tui.engine.clone import CloneFailed
+
+    async with KVMCloneClient(lab_config) as client:
+        task = asyncio.ensure_future(
+            client.clone_vm(
+                "alpha",
+                "beta",
+                "db01",
+                new_name="db01-kept",
+                bandwidth_limit=2 << 20,
+                auto_rollback=False,
+            )
+        )
+        await _wait_for_partial(clean_beta)
+        # The destination's receiver dies mid-copy: a failure, not a cancellation.
+        for pid in _sshd_sessions(clean_beta.namespace()):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(CloneFailed) as failed:
+            await asyncio.wait_for(task, 60)
+        assert failed.value.staged and "db01-kept" not in domain_names(clean_beta)
+        await client.rollback_job(failed.value.job_id)
+    assert leftovers(clean_beta) == []
