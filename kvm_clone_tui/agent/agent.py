@@ -8,6 +8,7 @@ runs it with ``python3``. Protocol, hash definition and shipping: docs/agent.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import io
@@ -243,30 +244,53 @@ def write_all(*parts: bytes | bytearray | memoryview) -> None:
 
 def cmd_send(args: argparse.Namespace) -> int:
     fd, size = open_source(args.path)
-    bs, start = args.block_size, args.start_offset
     extents, _ = data_extents(fd, size)
-    total = sum(max(0, off + n - max(off, start)) for off, n in extents)
-    meta = dict(protocol=PROTOCOL_VERSION, agent=AGENT_VERSION, size=size, block_size=bs)
-    header = json_bytes(
-        dict(meta, allocated=allocated_bytes(fd, size), start_offset=start, total=total)
-    )
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return stream_out(
+        size, allocated_bytes(fd, size), extents, [], lambda mv, off: pread_exact(fd, mv, off), args
+    )
+
+
+def stream_out(
+    size: int,
+    allocated: int,
+    extents: list[tuple[int, int]],
+    zero_extents: list[tuple[int, int]],
+    read_into: Any,
+    args: argparse.Namespace,
+) -> int:
+    """Write the framed stream of ``extents`` (read with ``read_into(mv, offset)``) to stdout.
+
+    ``zero_extents`` are known to read as zeros (e.g. NBD block status): sent as ZERO frames
+    without reading them.
+    """
+    bs, start = args.block_size, args.start_offset
+    total = sum(max(0, off + n - max(off, start)) for off, n in extents + zero_extents)
+    meta = dict(protocol=PROTOCOL_VERSION, agent=AGENT_VERSION, size=size, block_size=bs)
+    header = json_bytes(dict(meta, allocated=allocated, start_offset=start, total=total))
     os.set_blocking(1, True)
     enlarge_pipe(1)
     small = bytearray(HEADER_STRUCT.pack(FRAME_HEADER, MAGIC, len(header)) + header)
     views = [memoryview(bytearray(bs)), memoryview(bytearray(bs))]
     cur, zero, sent, zeros = 0, bytes(bs), 0, 0
-    hasher, progress, t0 = StreamHash(), Progress(total), time.monotonic()
-    for off, n in blocks(extents, bs, start):
+    hasher = StreamHash() if not args.no_hash else None
+    progress, t0 = Progress(total), time.monotonic()
+    work = sorted(
+        [(o, n, True) for o, n in blocks(extents, bs, start)]
+        + [(o, n, False) for o, n in blocks(zero_extents, bs, start)]
+    )
+    for off, n, has_data in work:
         mv = views[cur][:n]
-        pread_exact(fd, mv, off)
-        if zero.startswith(mv):  # a memcmp that stops at the first non-zero byte
+        if has_data:
+            read_into(mv, off)
+        if not has_data or zero.startswith(mv):  # a memcmp that stops at the first non-zero
             small += BLOCK_STRUCT.pack(FRAME_ZERO, off, n)  # batched with what follows
             zeros += n
         else:
             head = BLOCK_STRUCT.pack(FRAME_DATA, off, n)
-            hasher.submit(head[1:], mv)  # hashed while this thread writes it and reads on
+            if hasher is not None:
+                hasher.submit(head[1:], mv)  # hashed while this thread writes it and reads on
             write_all(small, head, mv)
             small, sent, cur = bytearray(), sent + n, cur ^ 1
         if len(small) >= 1 << 16:
@@ -275,11 +299,197 @@ def cmd_send(args: argparse.Namespace) -> int:
         progress.update(sent + zeros)
         if args.bwlimit:
             time.sleep(max(0.0, sent / args.bwlimit - (time.monotonic() - t0)))
+    digest = hasher.hexdigest() if hasher is not None else ""
     end = json_bytes(
-        dict(bytes_read=sent + zeros, bytes_sent=sent, zero_bytes=zeros, digest=hasher.hexdigest())
+        dict(bytes_read=sent + zeros, bytes_sent=sent, zero_bytes=zeros, digest=digest)
     )
     write_all(small, END_STRUCT.pack(FRAME_END, len(end)), end)
+    emit({"done": True, "bytes_sent": sent, "zero_bytes": zeros, "digest": digest}, err=True)
     return 0
+
+
+# ---------------------------------------------------------------- NBD (reading exports)
+
+NBD_OPTS_MAGIC = 0x49484156454F5054  # "IHAVEOPT"
+NBD_REP_MAGIC = 0x3E889045565A9
+NBD_REQUEST_MAGIC = 0x25609513
+NBD_SIMPLE_REPLY_MAGIC = 0x67446698
+NBD_STRUCTURED_REPLY_MAGIC = 0x668E33EF
+NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_OPT_SET_META_CONTEXT = 7, 8, 10
+NBD_REP_ACK, NBD_REP_INFO, NBD_REP_META_CONTEXT = 1, 3, 4
+NBD_CMD_READ, NBD_CMD_DISC, NBD_CMD_BLOCK_STATUS = 0, 2, 7
+NBD_REPLY_FLAG_DONE = 1
+NBD_REPLY_NONE, NBD_REPLY_DATA, NBD_REPLY_HOLE, NBD_REPLY_STATUS = 0, 1, 2, 5
+NBD_STATE_HOLE, NBD_STATE_ZERO = 1, 2
+NBD_MAX_STATUS = 1 << 30
+
+
+class NBDClient:
+    """A minimal NBD client (fixed newstyle, structured replies, block status) over a socket."""
+
+    def __init__(self, path: str, export: str, contexts: list[str]) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.handle = 0
+        self.contexts: dict[int, str] = {}
+        self._handshake(export, contexts)
+
+    def _recv(self, n: int) -> bytes:
+        buf = bytearray(n)
+        self._recv_into(memoryview(buf))
+        return bytes(buf)
+
+    def _recv_into(self, mv: memoryview) -> None:
+        done = 0
+        while done < len(mv):
+            got = self.sock.recv_into(mv[done:])
+            if not got:
+                raise AgentError("nbd", "the NBD server closed the connection")
+            done += got
+
+    def _option(self, option: int, data: bytes) -> None:
+        self.sock.sendall(struct.pack(">QII", NBD_OPTS_MAGIC, option, len(data)) + data)
+
+    def _option_reply(self) -> tuple[int, bytes]:
+        magic, _option, kind, length = struct.unpack(">QIII", self._recv(20))
+        if magic != NBD_REP_MAGIC:
+            raise AgentError("nbd", "bad NBD option reply")
+        data = self._recv(length)
+        if kind & 0x80000000:
+            raise AgentError("nbd", f"NBD option refused ({kind:#x}): {data[4:]!r}")
+        return kind, data
+
+    def _handshake(self, export: str, contexts: list[str]) -> None:
+        if self._recv(8) != b"NBDMAGIC" or struct.unpack(">Q", self._recv(8))[0] != NBD_OPTS_MAGIC:
+            raise AgentError("nbd", "not an NBD server (fixed newstyle)")
+        self._recv(2)  # handshake flags
+        self.sock.sendall(struct.pack(">I", 1 | 2))  # FIXED_NEWSTYLE | NO_ZEROES
+        self._option(NBD_OPT_STRUCTURED_REPLY, b"")
+        self._option_reply()
+        name = export.encode()
+        if contexts:
+            queries = b"".join(struct.pack(">I", len(c)) + c.encode() for c in contexts)
+            self._option(
+                NBD_OPT_SET_META_CONTEXT,
+                struct.pack(">I", len(name)) + name + struct.pack(">I", len(contexts)) + queries,
+            )
+            while True:
+                kind, data = self._option_reply()
+                if kind == NBD_REP_ACK:
+                    break
+                if kind == NBD_REP_META_CONTEXT:
+                    self.contexts[struct.unpack(">I", data[:4])[0]] = data[4:].decode()
+        self._option(NBD_OPT_GO, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+        self.size = -1
+        while True:
+            kind, data = self._option_reply()
+            if kind == NBD_REP_ACK:
+                break
+            if kind == NBD_REP_INFO and struct.unpack(">H", data[:2])[0] == 0:
+                self.size = struct.unpack(">Q", data[2:10])[0]
+        if self.size < 0:
+            raise AgentError("nbd", "the NBD server did not say the export's size")
+
+    def _request(self, command: int, offset: int, length: int) -> int:
+        self.handle += 1
+        self.sock.sendall(
+            struct.pack(">IHHQQI", NBD_REQUEST_MAGIC, 0, command, self.handle, offset, length)
+        )
+        return self.handle
+
+    def _chunks(self, into: memoryview | None, base: int) -> Iterator[tuple[int, bytes]]:
+        """Reply chunks of the last request: (type, payload); OFFSET_DATA lands in ``into``."""
+        while True:
+            magic = struct.unpack(">I", self._recv(4))[0]
+            if magic == NBD_SIMPLE_REPLY_MAGIC:
+                error, _handle = struct.unpack(">IQ", self._recv(12))
+                if error:
+                    raise AgentError("nbd", f"NBD error {error}")
+                if into is not None:
+                    self._recv_into(into)
+                return
+            if magic != NBD_STRUCTURED_REPLY_MAGIC:
+                raise AgentError("nbd", "bad NBD reply")
+            flags, kind, _handle, length = struct.unpack(">HHQI", self._recv(16))
+            if kind & 0x8000:
+                error = struct.unpack(">I", self._recv(4))[0]
+                self._recv(length - 4)
+                raise AgentError("nbd", f"NBD error {error}")
+            if kind == NBD_REPLY_DATA and into is not None:
+                offset = struct.unpack(">Q", self._recv(8))[0] - base
+                self._recv_into(into[offset : offset + length - 8])
+            elif kind == NBD_REPLY_HOLE and into is not None:
+                offset, size = struct.unpack(">QI", self._recv(12))
+                into[offset - base : offset - base + size] = bytes(size)
+            else:
+                yield kind, self._recv(length)
+            if flags & NBD_REPLY_FLAG_DONE:
+                return
+
+    def read_into(self, mv: memoryview, offset: int) -> None:
+        """Read ``len(mv)`` bytes at ``offset`` (at most 32 MiB)."""
+        self._request(NBD_CMD_READ, offset, len(mv))
+        for _ in self._chunks(mv, offset):
+            pass
+
+    def block_status(self, context: str) -> list[tuple[int, int, int]]:
+        """(offset, length, flags) runs of the whole export for one meta context."""
+        ids = [i for i, name in self.contexts.items() if name == context]
+        if not ids:
+            raise AgentError("nbd", f"the NBD server does not offer {context}")
+        runs: list[tuple[int, int, int]] = []
+        pos = 0
+        while pos < self.size:
+            self._request(NBD_CMD_BLOCK_STATUS, pos, min(NBD_MAX_STATUS, self.size - pos))
+            got = pos
+            for kind, data in self._chunks(None, pos):
+                if kind != NBD_REPLY_STATUS or struct.unpack(">I", data[:4])[0] != ids[0]:
+                    continue
+                for i in range(4, len(data), 8):
+                    length, flags = struct.unpack(">II", data[i : i + 8])
+                    length = min(length, self.size - got)
+                    if length:
+                        runs.append((got, length, flags))
+                        got += length
+            if got == pos:
+                raise AgentError("nbd", "NBD block status made no progress")
+            pos = got
+        return runs
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._request(NBD_CMD_DISC, 0, 0)
+        self.sock.close()
+
+
+def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for off, n in runs:
+        if out and out[-1][0] + out[-1][1] == off:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((off, n))
+    return out
+
+
+def cmd_nbd_send(args: argparse.Namespace) -> int:
+    """Like ``send``, reading an NBD export (a backup's point in time) instead of a file."""
+    check_path(args.socket, "socket")
+    client = NBDClient(args.socket, args.export, ["base:allocation"])
+    try:
+        data: list[tuple[int, int]] = []
+        zeros: list[tuple[int, int]] = []
+        for off, n, flags in client.block_status("base:allocation"):
+            if flags & NBD_STATE_HOLE:
+                continue  # unallocated: stays a hole on the destination
+            (zeros if flags & NBD_STATE_ZERO else data).append((off, n))
+        data, zeros = _merge(data), _merge(zeros)
+        allocated = sum(n for _, n in data)
+        return stream_out(client.size, allocated, data, zeros, client.read_into, args)
+    finally:
+        client.close()
 
 
 class Receiver:
@@ -330,7 +540,8 @@ class Receiver:
         self.good = start
         views = [memoryview(bytearray(bs)), memoryview(bytearray(bs))]
         cur, written, zeros = 0, 0, 0
-        hasher, progress = StreamHash(), Progress(int(meta.get("total", 0)))
+        hasher = None if args.no_verify else StreamHash()
+        progress = Progress(int(meta.get("total", 0)))
         while True:
             ftype = self.read(1)[0]
             if ftype == FRAME_END:
@@ -345,7 +556,8 @@ class Receiver:
             if ftype == FRAME_DATA:
                 mv, done = views[cur][:n], 0
                 self.read_into(mv)
-                hasher.submit(head, mv)  # hashed while this thread writes it and reads on
+                if hasher is not None:
+                    hasher.submit(head, mv)  # hashed while this thread writes it and reads on
                 while done < n:
                     done += os.pwrite(fd, mv[done:], off + done)
                 written, cur = written + n, cur ^ 1
@@ -353,14 +565,16 @@ class Receiver:
                 zeros += n
             self.good = off + n
             progress.update(written + zeros)
-        digest = hasher.hexdigest()
+        digest = hasher.hexdigest() if hasher is not None else ""
         os.ftruncate(fd, size)
-        if end.get("digest") != digest or end.get("bytes_sent") != written:
+        if end.get("bytes_sent") != written:
+            raise AgentError("digest-mismatch", f"wrote {written} bytes, the sender sent {end}")
+        if hasher is not None and end.get("digest") != digest:
             raise AgentError("digest-mismatch", f"digest {digest} != sender's {end.get('digest')}")
         if args.expect_digest and args.expect_digest.lower() != digest:
             raise AgentError("digest-mismatch", f"digest {digest} != expected {args.expect_digest}")
         out = dict(ok=True, path=args.dest, size=size, start_offset=start, bytes_written=written)
-        out.update(zero_bytes=zeros, digest=digest, end_digest_match=True)
+        out.update(zero_bytes=zeros, digest=digest, end_digest_match=hasher is not None)
         return dict(out, expected_digest_match=True if args.expect_digest else None)
 
 
@@ -584,12 +798,22 @@ def build_parser() -> Parser:
     c.add_argument("--block-size", type=block_size, default=DEFAULT_BLOCK_SIZE)
     c.add_argument("--bwlimit", type=parse_size, default=0, help="bytes per second")
     c.add_argument("--start-offset", type=parse_size, default=0, help="resume from here")
+    c.add_argument("--no-hash", action="store_true", help="send no digest (--no-verify)")
     c.set_defaults(func=cmd_send)
+    c = sub.add_parser("nbd-send", help="like send, reading an NBD export on a unix socket")
+    c.add_argument("socket")
+    c.add_argument("--export", required=True)
+    c.add_argument("--block-size", type=block_size, default=DEFAULT_BLOCK_SIZE)
+    c.add_argument("--bwlimit", type=parse_size, default=0, help="bytes per second")
+    c.add_argument("--start-offset", type=parse_size, default=0, help="resume from here")
+    c.add_argument("--no-hash", action="store_true", help="send no digest (--no-verify)")
+    c.set_defaults(func=cmd_nbd_send)
     c = sub.add_parser("receive", help="write a stream from stdin to a new file under --root")
     c.add_argument("dest")
     c.add_argument("--root", required=True)
     c.add_argument("--size", type=int, required=True)
     c.add_argument("--expect-digest", type=digest_hex)
+    c.add_argument("--no-verify", action="store_true", help="no hashing (sender: --no-hash)")
     c.add_argument("--keep-partial", action="store_true", help="keep DEST on failure")
     c.add_argument("--resume", action="store_true", help="continue an existing DEST")
     c.add_argument("--mode", type=lambda s: int(s, 8), default=0o600, help="of a new DEST")
@@ -615,7 +839,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     global _ERRORS_TO_STDERR
     argv = sys.argv[1:] if argv is None else argv
-    _ERRORS_TO_STDERR = argv[:1] == ["send"]
+    _ERRORS_TO_STDERR = argv[:1] in (["send"], ["nbd-send"])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -40,6 +41,7 @@ from kvm_clone_tui.engine.journal import (
     JournalRecord,
     StagedFile,
 )
+from kvm_clone_tui.engine.live_source import LiveSource, backup_begin, backup_end
 from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
@@ -95,6 +97,7 @@ class CloneResult:
     started: bool
     already_done: bool = False
     warnings: tuple[str, ...] = ()
+    consistency: str | None = None  # live clones: application- or crash-consistent
 
 
 class _Events:
@@ -105,6 +108,7 @@ class _Events:
         self.callback = callback
         self.journal = journal
         self.disks: dict[str, DiskProgress] = {}
+        self.consistency: str | None = None
 
     def step(self, step: str, message: str) -> None:
         if self.journal is not None:
@@ -228,6 +232,7 @@ async def run_clone(
         seconds=time.monotonic() - started_at,
         started=started,
         warnings=plan.warnings,
+        consistency=events.consistency,
     )
 
 
@@ -250,15 +255,18 @@ async def _copy_all(
     )
     gate = asyncio.Semaphore(max(1, plan.options.parallel))
     state = {"options": options}
+    live: LiveSource | None = None
 
     async def one(file: FilePlan) -> TransferResult:
         item = FileTransfer(
             file.label,
             file.source_path,
-            file.staging_path,
+            file.raw_staging_path or file.staging_path,
             plan.pool_path,
             file.size,
             file.allocated,
+            nbd_socket=live.socket if live is not None and file.live_export else None,
+            nbd_export=file.live_export,
         )
         async with gate:
             try:
@@ -274,6 +282,24 @@ async def _copy_all(
                     src, src_agent, dst, dst_agent, item, state["options"], events.progress
                 )
 
+    if plan.live:
+        journal.record.temporaries = [f.raw_staging_path for f in plan.files if f.raw_staging_path]
+        journal.record.source_backup = True
+        journal.save()
+        exports = [f.live_export for f in plan.files if f.live_export]
+        first = next(f.source_path for f in plan.files if f.live_export)
+        live = await backup_begin(
+            src,
+            plan.vm.name,
+            plan.job_id,
+            exports,
+            [d.target for d in plan.vm.disks],
+            posixpath.dirname(first),
+        )
+        events.consistency = live.consistency
+        events.step(
+            "stage", f"{plan.vm.name} keeps running: point in time taken ({live.consistency})"
+        )
     tasks = [asyncio.ensure_future(one(f)) for f in plan.files]
     try:
         results = list(await asyncio.gather(*tasks))
@@ -282,6 +308,30 @@ async def _copy_all(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    finally:
+        if live is not None:
+            await asyncio.shield(backup_end(src, plan.vm.name))
+            journal.record.source_backup = False
+            journal.save()
+    for file in plan.files:
+        raw = file.raw_staging_path
+        if raw is not None:
+            await dst.run(
+                [
+                    "qemu-img",
+                    "convert",
+                    "-q",
+                    "-f",
+                    "raw",
+                    "-O",
+                    file.format,
+                    raw,
+                    file.staging_path,
+                ],
+                timeout=None,
+            )
+            await dst_agent.call(["remove", raw, "--root", plan.pool_path, "--missing-ok"])
+            events.step("stage", f"{file.label}: converted to {file.format}")
     route = "relay" if state["options"].direct is None else "direct"
     return results, route
 
@@ -363,6 +413,17 @@ async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | N
             staged.committed = False
         except (HostError, KVMCloneError, Exception) as exc:
             problems.append(f"{path}: {exc}")
+    for temporary in record.temporaries:
+        try:
+            await agent.call(["remove", temporary, "--root", record.pool_path, "--missing-ok"])
+        except Exception as exc:
+            problems.append(f"{temporary}: {exc}")
+    if record.source_backup:
+        try:
+            await backup_end(await client.host(record.source_host), record.vm)
+            record.source_backup = False
+        except Exception as exc:
+            problems.append(f"ending the backup job of {record.vm} on {record.source_host}: {exc}")
     for aside in record.replaced_files:
         try:
             await agent.call(["rename", aside.staging, aside.final, "--root", record.pool_path])

@@ -72,6 +72,8 @@ class JournalRecord:
     defined: bool = False
     replaced_xml: str | None = None  # the destination VM that --force replaces
     replaced_files: list[StagedFile] = field(default_factory=list)  # its disks, moved aside
+    temporaries: list[str] = field(default_factory=list)  # destination files removed at commit
+    source_backup: bool = False  # a live clone's backup job runs on the source VM
     log: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
 

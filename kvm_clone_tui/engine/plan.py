@@ -73,6 +73,14 @@ class FilePlan:
     allocated: int  # data bytes that will move
     virtual_size: int | None = None
     rebase_to: tuple[str, str] | None = None  # (final backing path, format) once staged
+    live_export: str | None = None  # live clone: read this export of the source's backup job
+
+    @property
+    def raw_staging_path(self) -> str | None:
+        """Live clones of non-raw disks arrive raw here, then become ``format`` at staging."""
+        if self.live_export is None or self.format == "raw":
+            return None
+        return self.staging_path + ".raw"
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,11 @@ class ClonePlan:
     def ok(self) -> bool:
         """True when nothing refuses the clone."""
         return not self.conflicts
+
+    @property
+    def live(self) -> bool:
+        """True when the source runs: its disks are read from a backup job's point in time."""
+        return any(f.live_export for f in self.files)
 
     @property
     def total_bytes(self) -> int:
@@ -287,12 +300,15 @@ async def build_plan(
     pool_path = pool_path or "/nonexistent"
     source_xml = await _source_xml(src, vm_name)
 
-    if vm.state is not VMState.SHUT_OFF:
+    live = vm.state in (VMState.RUNNING, VMState.PAUSED, VMState.BLOCKED)
+    if live:
         warnings.append(
-            f"the source VM is {vm.state.value}: its disks change while they are copied, so the "
-            "clone may be INCONSISTENT (not even crash-consistent). Shut it down for a clean "
-            "copy; live clones arrive with `kvm-clone sync`."
+            f"the source VM is {vm.state.value}: live clone of one point in time through "
+            "libvirt's backup API; application-consistent if its guest agent freezes the "
+            "filesystems, else crash-consistent (like a power cut); backing chains are flattened"
         )
+    elif vm.state is not VMState.SHUT_OFF:
+        conflicts.append(f"the source VM is {vm.state.value}: start or shut it down first")
     if source == dest and new_name == vm_name:
         conflicts.append("cloning a VM onto its own host needs --new-name")
 
@@ -315,7 +331,9 @@ async def build_plan(
             )
 
     src_agent, dst_agent = RemoteAgent(src), RemoteAgent(dst)
-    files = await _file_plans(src, src_agent, vm, new_name, job_id, pool_path, conflicts, warnings)
+    files = await _file_plans(
+        src, src_agent, vm, new_name, job_id, pool_path, conflicts, warnings, live
+    )
     cdroms_present: frozenset[str] = frozenset()
     cdroms = [d.path for d in vm.disks if d.device is not DiskDevice.DISK and d.path]
     if cdroms:
@@ -336,12 +354,18 @@ async def build_plan(
                 )
 
     probe = await dst_agent.probe([pool_path]) if not problem else {}
+    if any(f.raw_staging_path for f in files) and not probe.get("qemu_img"):
+        conflicts.append(
+            f"{dest} needs qemu-img to turn the live copy back into its format "
+            "(apt-get install qemu-utils)"
+        )
     if any(f.rebase_to for f in files) and not probe.get("qemu_img"):
         conflicts.append(
             f"{dest} needs qemu-img to re-point the copied backing chain "
             "(apt-get install qemu-utils)"
         )
-    total = sum(f.allocated for f in files)
+    # A live copy of a non-raw disk exists twice for a moment: raw, then converted.
+    total = sum(f.allocated * (2 if f.raw_staging_path else 1) for f in files)
     required = total + max(SPACE_MARGIN_MIN, int(total * SPACE_MARGIN_FRACTION))
     if not problem and required > available and not already_done:
         conflicts.append(
@@ -475,6 +499,7 @@ async def _file_plans(
     pool_path: str,
     conflicts: list[str],
     warnings: list[str],
+    live: bool = False,
 ) -> list[FilePlan]:
     disks = [d for d in vm.disks if d.device is DiskDevice.DISK]
     for disk in disks:
@@ -499,7 +524,7 @@ async def _file_plans(
                 f"{new_name}-{disk.target}.{ext}",
             )
         )
-        for i, layer in enumerate(disk.backing_chain, start=1):
+        for i, layer in enumerate(() if live else disk.backing_chain, start=1):
             lfmt = layer.format or "raw"
             sources.append(
                 (
@@ -540,6 +565,13 @@ async def _file_plans(
                 f"{label}: {src_path} is a symlink to {st['real']}; its target is copied"
             )
         extents = await agent.call(["extents", st["real"]])
+        export = label if live and role == "disk" else None
+        if export is not None:  # the export is the guest's view: virtual size, data extents
+            disk = next(d for d in disks if d.target == label)
+            extents = {
+                "size": disk.virtual_size or extents["size"],
+                "allocated": disk.allocation or extents["allocated"],
+            }
         final = posixpath.join(pool_path, final_name)
         try:
             validate_remote_path(final, under=pool_path)
@@ -557,6 +589,7 @@ async def _file_plans(
                 size=int(extents["size"]),
                 allocated=int(extents["allocated"]),
                 virtual_size=virtual,
+                live_export=export,
             )
         )
     return _with_rebases(plans)

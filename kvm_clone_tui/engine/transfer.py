@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class FileTransfer:
     dest_root: str
     size: int  # apparent size of the source file
     allocated: int  # bytes of data to move (for progress)
+    nbd_socket: str | None = None  # read this NBD export (a backup's point in time) instead
+    nbd_export: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,14 +104,22 @@ ProgressCallback = Callable[[DiskProgress], None]
 
 
 def _send_args(item: FileTransfer, options: TransferOptions) -> list[str]:
-    args = ["send", item.source_path]
+    if item.nbd_socket is not None:
+        args = ["nbd-send", item.nbd_socket, "--export", item.nbd_export or item.label]
+    else:
+        args = ["send", item.source_path]
     if options.bandwidth_limit:
         args += ["--bwlimit", str(options.bandwidth_limit)]
+    if not options.verify:
+        args.append("--no-hash")
     return args
 
 
-def _receive_args(item: FileTransfer) -> list[str]:
-    return ["receive", item.dest_path, "--root", item.dest_root, "--size", str(item.size)]
+def _receive_args(item: FileTransfer, options: TransferOptions) -> list[str]:
+    args = ["receive", item.dest_path, "--root", item.dest_root, "--size", str(item.size)]
+    if not options.verify:
+        args.append("--no-verify")
+    return args
 
 
 def _direct_script(
@@ -164,13 +175,17 @@ class _Watch:
         self.done = 0
         self.last_change = time.monotonic()
         self.other: list[str] = []
+        self.sender_digest: str | None = None
 
     async def consume(self, stream: asyncssh.SSHReader[bytes]) -> None:
         async for raw in stream:
             line = raw.decode(errors="replace").strip()
             progress = parse_progress(line)
             if progress is None:
-                if line:
+                if line.startswith('{"done"'):
+                    with contextlib.suppress(ValueError, AttributeError):
+                        self.sender_digest = str(json.loads(line).get("digest", ""))
+                elif line:
                     self.other.append(line)
                 continue
             if progress.done != self.done:
@@ -214,7 +229,7 @@ async def _run_direct(
 ) -> str:
     assert options.direct is not None
     send = await src_agent.argv(_send_args(item, options))
-    receive = await dst_agent.argv(_receive_args(item))
+    receive = await dst_agent.argv(_receive_args(item, options))
     script = _direct_script(send, receive, options.direct, options)
     proc = await src.ssh.create_process(
         shell_quote_argv(["sh", "-c", script]), encoding=None, window=CHANNEL_WINDOW
@@ -249,7 +264,7 @@ async def _run_relay(
     watch: _Watch,
 ) -> str:
     send = shell_quote_argv(await src_agent.argv(_send_args(item, options)))
-    receive = shell_quote_argv(await dst_agent.argv(_receive_args(item)))
+    receive = shell_quote_argv(await dst_agent.argv(_receive_args(item, options)))
     sender = await src.ssh.create_process(send, encoding=None, window=CHANNEL_WINDOW)
     receiver = await dst.ssh.create_process(receive, encoding=None, window=CHANNEL_WINDOW)
 
@@ -316,6 +331,13 @@ async def copy_file(
         for task in (copy, dog):
             task.cancel()
     result = _result(dst.name, stdout, item.label)
+    if options.verify and watch.sender_digest is not None and watch.sender_digest != result.digest:
+        raise TransferError(
+            dst.name,
+            f"{item.label}: the sender read {watch.sender_digest} but "
+            f"the receiver wrote {result.digest}",
+            "digest-mismatch",
+        )
     on_progress(disk_progress(item.label, item.allocated, item.allocated, watch.meter, True))
     return TransferResult(
         label=item.label,

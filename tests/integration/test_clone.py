@@ -396,16 +396,14 @@ def test_kill_9_then_idempotent_rerun_converges(
     assert again.returncode == 0 and "already done" in again.stdout
 
 
-async def test_running_source_is_cloned_with_a_loud_warning(
+async def test_running_source_is_planned_as_a_live_clone(
     lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
 ) -> None:
     async with KVMCloneClient(lab_config) as client:
         plan = await client.plan_clone("alpha", "beta", "writer", new_name="writer-copy")
-        assert plan.ok
-        assert any("INCONSISTENT" in w for w in plan.warnings)
-        result = await client.clone_vm("alpha", "beta", "writer", new_name="writer-copy")
-    assert any("INCONSISTENT" in w for w in result.warnings)
-    assert clean_beta.virsh("domstate", "writer-copy").strip() == "shut off"
+    assert plan.ok and plan.live
+    assert any("point in time" in w and "crash-consistent" in w for w in plan.warnings)
+    assert [f.live_export for f in plan.files] == ["vda"]
 
 
 async def _wait_for_partial(runtime: LabHostRuntime, timeout: float = 60) -> None:

@@ -301,7 +301,10 @@ def test_send_progress_is_rate_limited(python: str, src: Path) -> None:
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0 and elapsed > 0.9  # 2.3 MiB of data (3 MiB read) at 2 MiB/s
-    progress = [protocol.parse_progress(line) for line in proc.stderr.splitlines()]
+    lines = proc.stderr.splitlines()
+    summary = json.loads(lines.pop())  # the last line sums the stream up
+    assert summary["done"] and summary["bytes_sent"] > 0 and len(summary["digest"]) == 64
+    progress = [protocol.parse_progress(line) for line in lines]
     assert progress and all(p is not None for p in progress)
     done = [p.done for p in progress if p]
     assert len(done) >= 2  # the first block, then at least one 0.25 s later
