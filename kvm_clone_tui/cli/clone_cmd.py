@@ -130,7 +130,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     r = subparsers.add_parser(
         "recover",
         help="roll back clones interrupted by a crash or kill -9",
-        description="Find journals of interrupted jobs and roll each back on its destination.",
+        description=(
+            "Find the journals of clones that were interrupted (the client was killed, the "
+            "machine died) and roll each back on its destination: the partial files are "
+            "removed, a VM defined by the job is undefined, a VM that --force was replacing is "
+            "restored, and a live clone's backup job on the source is ended. The source VM is "
+            "never touched. Journals live in the user state directory "
+            "($KVM_CLONE_STATE_DIR/jobs)."
+        ),
+        epilog="example:\n  kvm-clone recover --output json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("--output", "-o", choices=("text", "json"), default="text")
     r.set_defaults(run=run_recover)
@@ -159,7 +168,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-class _TextProgress:
+class TextProgress:
     """Rich progress bars per file, and the transaction log above them."""
 
     def __init__(self, console: Console) -> None:
@@ -221,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, ConfigError, ValueError) as exc:
         print(f"kvm-clone clone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    text = _TextProgress(console) if args.output == "text" else None
+    text = TextProgress(console) if args.output == "text" else None
     try:
         if text is not None:
             with text.progress:

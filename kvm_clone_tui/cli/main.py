@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from kvm_clone_tui import __version__
-from kvm_clone_tui.cli import clone_cmd, config_cmd, lab_cmd, list_cmd
+from kvm_clone_tui.cli import clone_cmd, config_cmd, lab_cmd, list_cmd, sync_cmd
 from kvm_clone_tui.tui import command as tui_command
 
 DESCRIPTION = """\
@@ -25,15 +24,9 @@ examples:
   kvm-clone list alpha --output json    ... for scripts
 
 exit codes:
-  0 success   1 error (e.g. a host failed)   2 bad usage, or command not available yet
+  0 success   1 error (e.g. a host failed)   2 bad usage   4 refused by the plan
   3 (lab status) some lab hosts are down
 """
-
-# Commands whose implementation lands with later issues. They exist so that `--help` shows the
-# whole shape of the tool, but they refuse to run instead of pretending to work.
-PENDING: dict[str, tuple[str, str]] = {
-    "sync": ("bring an earlier clone up to date", "incremental sync"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,17 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kvm-clone {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (summary, feature) in PENDING.items():
-        pending = sub.add_parser(
-            name,
-            help=f"{summary} [not available yet]",
-            description=f"{summary[0].upper()}{summary[1:]}. Not available yet in this version: "
-            f"it arrives with {feature}.",
-        )
-        pending.set_defaults(pending=feature)
     tui_command.add_parser(sub)
     list_cmd.add_parser(sub)
     clone_cmd.add_parser(sub)
+    sync_cmd.add_parser(sub)
     config_cmd.add_parser(sub)
     lab_cmd.add_parser(sub)
     return parser
@@ -68,15 +54,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:  # plain `kvm-clone` opens the UI
         args = parser.parse_args(["tui"])
-    command = args.command
-    run = getattr(args, "run", None)
-    if run is not None:
-        code: int = run(args)
-        return code
-    feature = getattr(args, "pending", PENDING[command][1])
-    print(
-        f"kvm-clone {command}: not available yet in version {__version__} (it arrives with "
-        f"{feature}). Available now: `kvm-clone list`, `clone`, `recover`, `config` and `lab`.",
-        file=sys.stderr,
-    )
-    return 2
+    code: int = args.run(args)
+    return code

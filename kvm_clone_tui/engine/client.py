@@ -23,6 +23,7 @@ from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec
 if TYPE_CHECKING:
     from kvm_clone_tui.engine.clone import CloneResult
     from kvm_clone_tui.engine.plan import ClonePlan
+    from kvm_clone_tui.engine.sync import SyncOptions, SyncPlan, SyncResult
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,44 @@ class KVMCloneClient:
         from kvm_clone_tui.engine.clone import run_clone
 
         return await run_clone(self, plan, on_event, auto_rollback=auto_rollback)
+
+    async def plan_sync(
+        self, source: str, dest: str, vm: str, options: SyncOptions | None = None
+    ) -> SyncPlan:
+        """Check a sync of an earlier clone and say what it would compare (``--dry-run``)."""
+        from kvm_clone_tui.engine.sync import build_sync_plan
+
+        return await build_sync_plan(self, source, dest, vm, options or self.sync_options())
+
+    async def sync_vm(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: SyncOptions | None = None,
+        *,
+        on_event: Callable[[JobEvent], None] | None = None,
+        **overrides: object,
+    ) -> SyncResult:
+        """Bring the clone of ``vm`` on ``dest`` up to date, moving only what changed."""
+        from kvm_clone_tui.engine.sync import run_sync
+
+        plan = await self.plan_sync(source, dest, vm, options or self.sync_options(**overrides))
+        return await run_sync(self, plan, on_event)
+
+    def sync_options(self, **overrides: object) -> SyncOptions:
+        """Sync options with the config's defaults, then ``overrides`` (None ignored)."""
+        from kvm_clone_tui.engine.sync import SyncOptions
+
+        values: dict[str, object] = {
+            "mode": self.config.sync.mode,
+            "bandwidth_limit": self.config.clone.bandwidth_limit_bytes,
+            "verify": self.config.clone.verify,
+            "parallel": self.config.clone.parallel,
+            "no_progress_timeout": float(self.config.clone.no_progress_timeout),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return SyncOptions(**values)  # type: ignore[arg-type]
 
     async def rollback_job(
         self, job_id: str, on_event: Callable[[JobEvent], None] | None = None

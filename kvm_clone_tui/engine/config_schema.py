@@ -35,7 +35,7 @@ from kvm_clone_tui.engine.validation import (
 HostKeyPolicy = Literal["strict", "accept-new"]
 CompressMode = Literal["auto", "on", "off"]
 TransferMode = Literal["auto", "direct", "relay"]
-SyncMode = Literal["auto", "bitmap", "hash"]
+SyncMode = Literal["auto", "hash"]  # bitmap mode (dirty bitmaps) is not available yet
 HOST_KEY_POLICIES: tuple[str, ...] = get_args(HostKeyPolicy)
 COMPRESS_MODES: tuple[str, ...] = get_args(CompressMode)
 TRANSFER_MODES: tuple[str, ...] = get_args(TransferMode)
@@ -261,11 +261,8 @@ class SyncConfig:
         default="auto",
         metadata=meta(
             v.choice(*SYNC_MODES),
-            "auto | bitmap (dirty bitmaps, needs a checkpoint) | hash (compare blocks)",
+            "auto | hash (both hosts hash blocks, only differing blocks move)",
         ),
-    )
-    checkpoint: bool = field(
-        default=True, metadata=meta(v.boolean, "leave a checkpoint for the next incremental sync")
     )
 
     def __post_init__(self) -> None:

@@ -64,6 +64,12 @@ class FileTransfer:
     allocated: int  # bytes of data to move (for progress)
     nbd_socket: str | None = None  # read this NBD export (a backup's point in time) instead
     nbd_export: str | None = None
+    ranges: tuple[tuple[int, int], ...] | None = None  # only these (offset, length): a sync
+    inplace: bool = False  # update the existing destination file instead of creating it
+
+    def ranges_json(self) -> bytes | None:
+        """What the sender reads on stdin when only some ranges move."""
+        return None if self.ranges is None else json.dumps(self.ranges).encode()
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,8 @@ def _send_args(item: FileTransfer, options: TransferOptions) -> list[str]:
         args += ["--bwlimit", str(options.bandwidth_limit)]
     if not options.verify:
         args.append("--no-hash")
+    if item.ranges is not None:
+        args.append("--ranges-stdin")
     return args
 
 
@@ -119,6 +127,8 @@ def _receive_args(item: FileTransfer, options: TransferOptions) -> list[str]:
     args = ["receive", item.dest_path, "--root", item.dest_root, "--size", str(item.size)]
     if not options.verify:
         args.append("--no-verify")
+    if item.inplace:
+        args.append("--inplace")
     return args
 
 
@@ -163,6 +173,14 @@ def _direct_script(
         f'{pipeline} | {shell_quote_argv(ssh)} -o UserKnownHostsFile="$kh" -- '
         f"{shell_quote_argv([endpoint.address])} {shell_quote_argv([remote])}\n"
     )
+
+
+def _feed(proc: asyncssh.SSHClientProcess[bytes], item: FileTransfer) -> None:
+    """Give the sender its ranges (and end its stdin)."""
+    data = item.ranges_json()
+    if data is not None:
+        proc.stdin.write(data)
+    proc.stdin.write_eof()
 
 
 class _Watch:
@@ -234,6 +252,7 @@ async def _run_direct(
     proc = await src.ssh.create_process(
         shell_quote_argv(["sh", "-c", script]), encoding=None, window=CHANNEL_WINDOW
     )
+    _feed(proc, item)
     try:
         stderr_task = asyncio.ensure_future(watch.consume(proc.stderr))
         stdout = await proc.stdout.read()
@@ -266,6 +285,7 @@ async def _run_relay(
     send = shell_quote_argv(await src_agent.argv(_send_args(item, options)))
     receive = shell_quote_argv(await dst_agent.argv(_receive_args(item, options)))
     sender = await src.ssh.create_process(send, encoding=None, window=CHANNEL_WINDOW)
+    _feed(sender, item)
     receiver = await dst.ssh.create_process(receive, encoding=None, window=CHANNEL_WINDOW)
 
     async def pump() -> None:

@@ -259,6 +259,20 @@ def test_send_receive_copies_data_and_keeps_holes(
     assert oct(dest.stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_large_sparse_copy_crosses_writeback_windows(tmp_path: Path, root: Path) -> None:
+    src = tmp_path / "large.img"
+    with src.open("wb") as f:  # 160 MiB, 1 MiB of data every 8 MiB: 5 writeback windows
+        f.truncate(160 * MiB)
+        for off in range(0, 160 * MiB, 8 * MiB):
+            f.seek(off)
+            f.write(os.urandom(MiB))
+    stream = send(sys.executable, src)
+    rc, out = receive(sys.executable, root / "d.img", root, 160 * MiB, stream)
+    assert rc == 0 and out["bytes_written"] == 20 * MiB, out
+    assert sha256(root / "d.img") == sha256(src)
+    assert (root / "d.img").stat().st_blocks <= src.stat().st_blocks
+
+
 def test_stream_frames_and_digest_follow_the_definition(python: str, src: Path, root: Path) -> None:
     stream = send(python, src, "--block-size", "1MiB")
     data = src.read_bytes()

@@ -66,7 +66,7 @@ def sample_config() -> Config:
         },
         ssh=SSHConfig(host_key_policy="accept-new", connect_timeout=2.5, agent_forwarding=False),
         clone=CloneConfig(pool="images", parallel=4, bandwidth_limit="100M", compress="on"),
-        sync=SyncConfig(mode="hash", checkpoint=False),
+        sync=SyncConfig(mode="hash"),
     )
 
 
@@ -234,7 +234,7 @@ def test_unknown_keys_are_errors_with_close_matches(
         ("clone: {bandwidth_limit: 0}\n", "clone.bandwidth_limit", "positive"),
         ("clone: {pool: 'a/b'}\n", "clone.pool", "bad pool name 'a/b'"),
         ("clone: {pool: 5}\n", "clone.pool", "must be a string (got 5)"),
-        ("sync: {mode: fast}\n", "sync.mode", "auto, bitmap, hash"),
+        ("sync: {mode: fast}\n", "sync.mode", "auto, hash"),
         ("default_hosts: [alpha, '$(id)']\n", "default_hosts", "shell metacharacter '$'"),
         ("default_hosts: [alpha, alpha]\n", "default_hosts", "lists 'alpha' twice"),
         ("default_hosts: 5\n", "default_hosts", "list of hosts"),
@@ -348,9 +348,9 @@ def test_environment_booleans(cfg_file: Path, word: str) -> None:
 
 
 def test_os_environ_is_the_default(cfg_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KVM_CLONE_SYNC_CHECKPOINT", "0")
-    assert load_config().sync.checkpoint is False
-    assert load_config(environ={}).sync.checkpoint is True
+    monkeypatch.setenv("KVM_CLONE_SYNC_MODE", "hash")
+    assert load_config().sync.mode == "hash"
+    assert load_config(environ={}).sync.mode == "auto"
 
 
 @pytest.mark.parametrize(
@@ -389,7 +389,7 @@ def test_get_key() -> None:
     assert get_key(config, "hosts.[::1]:2200.reach_address") == "10.0.0.7"
     assert get_key(config, "hosts.gamma.uri") == "qemu:///system"  # unconfigured: defaults
     assert get_key(config, "hosts.alpha")["default_pool"] == "fast"
-    assert get_key(config, "sync") == {"mode": "hash", "checkpoint": False}
+    assert get_key(config, "sync") == {"mode": "hash"}
     assert set(get_key(config, "hosts")) == {"alpha", "[::1]:2200", "empty"}
 
 
@@ -565,7 +565,7 @@ def test_cli_show_and_environment_notes(
     assert "clone.parallel comes from the environment (KVM_CLONE_CLONE_PARALLEL)" in err
 
     # set writes the file's value, never the environment's, and says the variable wins
-    assert cli("set", "sync.mode", "bitmap") == 0
+    assert cli("set", "sync.mode", "hash") == 0
     assert yaml.safe_load(cfg_file.read_text(encoding="utf-8"))["clone"] == {"parallel": 3}
     assert cli("set", "clone.parallel", "2") == 0
     assert "KVM_CLONE_CLONE_PARALLEL is set and overrides clone.parallel" in capsys.readouterr().err

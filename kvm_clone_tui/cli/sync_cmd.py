@@ -1,0 +1,148 @@
+"""``kvm-clone sync SRC DST VM``: bring an earlier clone up to date."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from kvm_clone_tui.cli.clone_cmd import TextProgress
+from kvm_clone_tui.cli.output import dump, to_data
+from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.engine.config import ConfigError, load_config, parse_bandwidth
+from kvm_clone_tui.engine.errors import KVMCloneError
+from kvm_clone_tui.engine.sync import SyncOptions, SyncPlan, SyncRefused, SyncResult
+from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec, validate_vm_name
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+
+DESCRIPTION = """\
+Bring the clone of VM on DST (made by `kvm-clone clone`) up to date with the source, moving
+only what changed: both hosts hash 64 KiB blocks of each disk file on their own CPU, and only
+the blocks that differ cross the network; blocks that became zero are punched out on the
+clone. The clone's definition follows the source's (memory, vCPUs, devices) and keeps its
+name, UUID, MAC addresses and disk paths.
+
+Both VMs must be shut down. The clone is marked as being synced while blocks are written: an
+interrupted sync never passes for a finished one, and running the same sync again resumes and
+completes it.
+"""
+
+EPILOG = """\
+examples:
+  kvm-clone sync alpha beta web01                 the clone is called web01 on beta too
+  kvm-clone sync alpha beta web01 --target-name web01-dr --dry-run
+  kvm-clone sync alpha beta web01 --output json | jq .result.changed_bytes
+
+exit codes:
+  0    synced          1  failed (run it again to resume)      2  bad usage
+  4    refused (not a clone of VM, running VMs, ...): nothing changed     130  interrupted
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``sync``."""
+    p = subparsers.add_parser(
+        "sync",
+        help="bring an earlier clone up to date (only what changed)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="SRC", help="host of the source VM")
+    p.add_argument("dest", metavar="DST", help="host of the clone")
+    p.add_argument("vm", metavar="VM", help="the source VM's name")
+    p.add_argument("--target-name", metavar="NAME", help="the clone's name (default: VM)")
+    p.add_argument(
+        "--mode",
+        choices=("auto", "hash"),
+        help="auto (default) or hash: compare block hashes on both hosts",
+    )
+    p.add_argument("--bandwidth-limit", metavar="RATE", help="bytes per second: 100M")
+    p.add_argument("--dry-run", action="store_true", help="check and print the plan only")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(run=run)
+
+
+async def _run(
+    args: argparse.Namespace, overrides: dict[str, Any], progress: TextProgress | None
+) -> SyncPlan | SyncResult:
+    async with KVMCloneClient(load_config()) as client:
+        options = client.sync_options(**overrides)
+        if args.dry_run:
+            return await client.plan_sync(args.source, args.dest, args.vm, options)
+        return await client.sync_vm(args.source, args.dest, args.vm, options, on_event=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``sync``; see EPILOG for exit codes."""
+    console = Console(stderr=args.output == "json")
+    try:
+        for host in (args.source, args.dest):
+            parse_host_spec(host)
+        validate_vm_name(args.vm)
+        if args.target_name is not None:
+            validate_vm_name(args.target_name)
+        overrides: dict[str, Any] = {"target_name": args.target_name, "mode": args.mode}
+        if args.bandwidth_limit:
+            overrides["bandwidth_limit"] = parse_bandwidth(args.bandwidth_limit)
+    except (ValidationError, ConfigError, ValueError) as exc:
+        print(f"kvm-clone sync: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = TextProgress(console) if args.output == "text" else None
+    try:
+        if progress is not None:
+            with progress.progress:
+                outcome = asyncio.run(_run(args, overrides, progress))
+        else:
+            outcome = asyncio.run(_run(args, overrides, None))
+    except KeyboardInterrupt:
+        print("kvm-clone sync: interrupted: run it again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SyncRefused as exc:
+        return _report_plan(args, exc.plan, console)
+    except (KVMCloneError, ValidationError) as exc:
+        if args.output == "json":
+            print(
+                dump(
+                    {
+                        "ok": False,
+                        "error": {"kind": getattr(exc, "kind", "error"), "message": str(exc)},
+                    },
+                    "json",
+                )
+            )
+        print(f"kvm-clone sync: failed: {exc} (run it again to resume)", file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(outcome, SyncPlan):
+        return _report_plan(args, outcome, console)
+    if args.output == "json":
+        print(dump({"ok": True, "result": to_data(outcome)}, "json"))
+    else:
+        console.print(
+            f"synced {outcome.vm} -> {outcome.dest_host}:{outcome.target}: "
+            f"{format_bytes(outcome.changed_bytes)} changed, "
+            f"{format_bytes(outcome.bytes_sent)} sent in {outcome.seconds:.1f} s",
+            highlight=False,
+        )
+    return EXIT_OK
+
+
+def _report_plan(args: argparse.Namespace, plan: SyncPlan, console: Console) -> int:
+    if args.output == "json":
+        data = to_data(plan)
+        data.pop("dest_xml", None)
+        print(dump({"ok": plan.ok, "plan": data}, "json"))
+    else:
+        console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
+    if not plan.ok:
+        print("kvm-clone sync: refused: " + "; ".join(plan.conflicts), file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+__all__ = ["SyncOptions", "add_parser", "run"]
