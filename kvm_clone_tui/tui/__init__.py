@@ -1,4 +1,4 @@
-"""The terminal UI: hosts side by side, their VMs live (``kvm-clone tui``).
+"""The terminal UI: hosts side by side, their VMs live, cloned by key or drag and drop.
 
 It talks to hosts only through the engine's :class:`~kvm_clone_tui.engine.client.KVMCloneClient`
 (or anything with the same ``tracker`` method, see :mod:`.source`) and never imports libvirt or
@@ -8,15 +8,27 @@ Where things are:
 
 - ``app.py``: the app (layout, actions, routing of messages); ``app.tcss`` its styles.
 - ``widgets/``: ``HostPane`` (one host: connection state, loading worker, events),
-  ``VMTable`` (rows updated one at a time; marks; filter; columns fitted to the width),
-  ``FilterBar``, ``StatusBar``, ``EmptyState``.
-- ``screens/``: modal screens (VM details, add host, confirm, help generated from BINDINGS).
-- ``source.py``: what the UI needs from the engine, and ``HostFeeds`` (one subscription per
-  host tracker, events routed to the pane currently showing that host).
+  ``VMTable`` (rows updated one at a time; marks; filter; columns fitted to the width; rows
+  dragged out through the ``DragSource`` mixin), ``JobsPanel`` and ``JobView`` (one clone job:
+  its worker, a progress line per file, its log), ``FilterBar``, ``StatusBar``, ``EmptyState``.
+- ``screens/``: modal screens (VM details, add host, confirm, help generated from BINDINGS;
+  the clone's ``DestinationScreen``, ``CloneDialog`` and the failed clone's ``RollbackScreen``).
+- ``clone_flow.py``: the app's clone logic, from a pane's selection (``c``) or a drop to jobs,
+  cancelling and the rollback prompt; ``clone_setup.py`` the dialog's form and its checks,
+  ``plan_text.py`` a plan for people, ``job_state.py`` what a job's events add up to.
+- ``source.py``: what the UI needs from the engine (``CloneSource`` for clones), and
+  ``HostFeeds`` (one subscription per host tracker, events routed to the pane showing the host).
 - ``commands.py``: the command palette's commands; ``messages.py``: messages between parts.
 
-Extension points for the next steps: ``KVMCloneApp.selection()`` gives the marked VMs by host
-(what a clone works on); the ``#bottom`` container under the panes takes a jobs panel; a source
-implementing ``DomainXMLSource`` makes the details screen show the domain XML; a new key is a
-``Binding`` on the widget it acts on (help and footer follow) plus a ``PALETTE_COMMANDS`` line.
+Cloning, in short: ``c`` asks where (``DestinationScreen``), a drop on another pane knows where;
+``CloneDialog`` plans in a worker (``plan_clone``, again after each pause in typing) and starts
+only conflict-free plans; each plan runs in its ``JobView``'s worker (``run_plan`` with
+``auto_rollback=False``) whose ``JobEvent`` callbacks are posted back to the view as messages
+and repainted on a timer. A failure that kept staged files (``CloneFailed``) opens the rollback
+prompt; cancelling a worker makes the engine roll back.
+
+Extension points: ``KVMCloneApp.selection()`` gives the marked VMs by host; a source
+implementing ``DomainXMLSource`` makes the details screen show the domain XML, one implementing
+``CloneSource`` makes cloning work; a new key is a ``Binding`` on the widget it acts on (help and
+footer follow) plus a ``PALETTE_COMMANDS`` line.
 """

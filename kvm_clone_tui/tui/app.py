@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from itertools import count
 from typing import ClassVar
 
-from textual import events, on
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
@@ -18,31 +19,58 @@ from textual.widgets import Footer, Header
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.config import Config
 from kvm_clone_tui.engine.models import VM
+from kvm_clone_tui.tui.clone_flow import CloneFlow
 from kvm_clone_tui.tui.commands import KVMCloneCommands
-from kvm_clone_tui.tui.messages import PaneStatusChanged, RemoveHostRequested, VMDetailsRequested
+from kvm_clone_tui.tui.messages import (
+    CloneRequested,
+    PaneStatusChanged,
+    RemoveHostRequested,
+    VMDetailsRequested,
+)
 from kvm_clone_tui.tui.screens.add_host import AddHostScreen
+from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
 from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
+from kvm_clone_tui.tui.screens.destination import DestinationScreen
 from kvm_clone_tui.tui.screens.details import VMDetailsScreen, XMLLoader
 from kvm_clone_tui.tui.screens.help import HelpScreen, HelpSections, class_bindings
+from kvm_clone_tui.tui.screens.rollback import RollbackScreen
 from kvm_clone_tui.tui.source import DomainXMLSource, HostFeeds, InventorySource
+from kvm_clone_tui.tui.widgets.drag_source import DragSource
 from kvm_clone_tui.tui.widgets.empty_state import EmptyState
 from kvm_clone_tui.tui.widgets.filter_bar import FilterBar
 from kvm_clone_tui.tui.widgets.host_pane import HostPane
+from kvm_clone_tui.tui.widgets.job_view import JobView
+from kvm_clone_tui.tui.widgets.jobs_panel import JobsPanel
 from kvm_clone_tui.tui.widgets.status_bar import StatusBar
 from kvm_clone_tui.tui.widgets.vm_table import VMTable
 
 DARK_THEME, LIGHT_THEME = "textual-dark", "textual-light"
 #: Actions on the panes: not while a dialog (details, add host, a question) is open.
 PANE_ACTIONS = frozenset(
-    {"add_host", "remove_host", "refresh", "filter", "clear_filter", "next_pane", "previous_pane"}
+    {
+        "add_host",
+        "remove_host",
+        "refresh",
+        "filter",
+        "clear_filter",
+        "next_pane",
+        "previous_pane",
+        "clone",
+        "toggle_jobs",
+        "cancel_job",
+    }
+)
+MOUSE_HELP = (
+    "Drag a VM (or a marked one, to take every marked VM) onto another host's pane and "
+    "release: the clone dialog opens for them."
 )
 
 
 class KVMCloneApp(App[None]):
     """Hosts side by side; select VMs with the keyboard or the mouse.
 
-    Layout, top to bottom: header, ``#hosts`` (the panes), ``#bottom`` (the filter line; room
-    for a jobs panel), the status line and the footer.
+    Layout, top to bottom: header, ``#hosts`` (the panes), ``#bottom`` (the filter line and the
+    jobs panel), the status line and the footer. Cloning lives in :class:`CloneFlow`.
     """
 
     CSS_PATH = "app.tcss"
@@ -54,6 +82,8 @@ class KVMCloneApp(App[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("l", "next_pane", "Next pane", show=False),
         Binding("h", "previous_pane", "Previous pane", show=False),
+        Binding("J", "toggle_jobs", "Jobs"),
+        Binding("x", "cancel_job", "Cancel job"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -80,6 +110,7 @@ class KVMCloneApp(App[None]):
         self.filter_pattern: re.Pattern[str] | None = None
         self._pane_ids = count(1)
         self._last_pane: HostPane | None = None
+        self.clones = CloneFlow(self)
         if sub_title is not None:
             self.sub_title = sub_title
 
@@ -92,8 +123,9 @@ class KVMCloneApp(App[None]):
             yield from self.panes
             if not self.panes:
                 yield EmptyState()
-        with Vertical(id="bottom"):  # later: the jobs panel joins the filter line here
+        with Vertical(id="bottom"):
             yield FilterBar(id="filter")
+            yield JobsPanel(id="jobs")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -113,6 +145,16 @@ class KVMCloneApp(App[None]):
     def main_screen(self) -> Screen[object]:
         """The screen holding the panes (below any modal)."""
         return self.screen_stack[0]
+
+    @property
+    def jobs(self) -> JobsPanel:
+        """The jobs panel (hidden until a job starts, or ``J``)."""
+        return self.main_screen.query_one(JobsPanel)
+
+    @property
+    def status_bar(self) -> StatusBar:
+        """The line above the footer."""
+        return self.main_screen.query_one(StatusBar)
 
     @property
     def current_pane(self) -> HostPane | None:
@@ -141,7 +183,8 @@ class KVMCloneApp(App[None]):
                 self._last_pane = node
 
     def _show_status(self) -> None:
-        self.query_one(StatusBar).show(self.panes, self.filter_text if self.filter_pattern else "")
+        filter_text = self.filter_text if self.filter_pattern else ""
+        self.status_bar.show(self.panes, filter_text, self.jobs.summary())
 
     def _focus_pane(self, pane: HostPane | None) -> None:
         if pane is not None:
@@ -162,6 +205,11 @@ class KVMCloneApp(App[None]):
             return bool(self.panes)
         if action == "clear_filter":
             return bool(self.filter_text)
+        if action == "clone":
+            pane = self.current_pane
+            return pane is not None and bool(pane.clone_selection())
+        if action == "cancel_job":
+            return True if self.clones.target_job() is not None else None  # shown, dimmed
         return True
 
     def action_add_host(self) -> None:
@@ -248,9 +296,56 @@ class KVMCloneApp(App[None]):
             return
         self._focus_pane(self.panes[(self.panes.index(pane) + step) % len(self.panes)])
 
+    def action_clone(self) -> None:
+        """Clone the current pane's marked VMs (or its current VM): pick where, then how."""
+        pane = self.current_pane
+        if pane is not None:
+            self.clones.clone_from(pane)
+
+    def action_toggle_jobs(self) -> None:
+        """Show or hide the jobs panel."""
+        jobs = self.jobs
+        jobs.display = not jobs.display
+        if not jobs.display and isinstance(self.main_screen.focused, JobView):
+            self._focus_pane(self.current_pane)
+
+    def show_jobs(self) -> None:
+        """Show the jobs panel."""
+        self.jobs.display = True
+
+    def action_cancel_job(self) -> None:
+        """Cancel the focused job (asks first); for a failed job, ask what to do with it."""
+        self.clones.cancel_or_decide()
+
+    async def action_quit(self) -> None:
+        """Quit; running jobs are cancelled and rolled back first (after confirmation)."""
+        active = self.jobs.active()
+        if not active:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._quit_after_jobs()
+
+        question = (
+            f"{len(active)} job(s) still running.\n\n"
+            "Quitting cancels them and rolls back what they copied."
+        )
+        self.push_screen(ConfirmScreen(question, yes="Cancel jobs and quit", no="Stay"), answered)
+
+    @work(group="quit", exclusive=True)
+    async def _quit_after_jobs(self) -> None:
+        for view in self.jobs.active():
+            view.cancel()
+        self.status_bar.hint("rolling back the running jobs before quitting…")
+        while self.jobs.active():
+            await asyncio.sleep(0.1)
+        self.exit()
+
     def action_help(self) -> None:
         """Show every key binding."""
-        self.push_screen(HelpScreen(self.help_sections()))
+        self.push_screen(HelpScreen(self.help_sections(), notes=[("Mouse", MOUSE_HELP)]))
 
     def help_sections(self) -> HelpSections:
         """Every binding, by where it works; read from the classes, so it cannot drift."""
@@ -265,6 +360,9 @@ class KVMCloneApp(App[None]):
             ("VM list", class_bindings(VMTable)),
             ("Filter line", class_bindings(FilterBar)),
             ("VM details", class_bindings(VMDetailsScreen, below=Screen)),
+            ("Clone: destination", class_bindings(DestinationScreen, below=Screen)),
+            ("Clone dialog", class_bindings(CloneDialog, below=Screen)),
+            ("Failed clone", class_bindings(RollbackScreen, below=Screen)),
             ("Add host", class_bindings(AddHostScreen, below=Screen)),
             ("Questions", class_bindings(ConfirmScreen, below=Screen)),
             ("This help", class_bindings(HelpScreen, below=Screen)),
@@ -280,6 +378,27 @@ class KVMCloneApp(App[None]):
     @on(VMTable.MarksChanged)
     def _pane_changed(self) -> None:
         self._show_status()
+
+    @on(JobView.Changed)
+    def _job_changed(self) -> None:
+        self._show_status()
+        self.refresh_bindings()
+
+    @on(JobView.Failed)
+    def _job_failed(self, message: JobView.Failed) -> None:
+        self.clones.failed(message.view, message.failure)
+
+    @on(CloneRequested)
+    def _clone_requested(self, message: CloneRequested) -> None:
+        self.clones.clone_from(message.pane)
+
+    @on(DragSource.Dropped)
+    def _dropped(self, message: DragSource.Dropped) -> None:
+        self.clones.dropped(message)
+
+    @on(DragSource.Dragging)
+    def _dragging(self, message: DragSource.Dragging) -> None:
+        self.clones.dragging(message)
 
     @on(FilterBar.Changed)
     def _filter_changed(self, message: FilterBar.Changed) -> None:

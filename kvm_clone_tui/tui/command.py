@@ -13,7 +13,7 @@ from kvm_clone_tui.engine.validation import ValidationError
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
-SUMMARY = "open the terminal UI (hosts side by side, their VMs live)"
+SUMMARY = "open the terminal UI (hosts side by side, their VMs live, clone by key or mouse)"
 
 DESCRIPTION = """\
 Open the terminal UI: one pane per host, side by side, each listing its VMs and kept current
@@ -24,7 +24,9 @@ lab's hosts when a lab is up (`kvm-clone lab up`), else none: press `a` to add o
 ssh alias, a name from kvm-clone's config, or [user@]host[:port].
 
 Keys: arrows or j/k move, h/l or tab switch panes, space marks VMs, / filters, enter shows a VM's
-details, a adds a host, d removes one, r refreshes, ? lists every key, ctrl+p the commands.
+details, c clones the marked VMs (or the current one) to a host you pick, J shows the jobs,
+x cancels one, a adds a host, d removes one, r refreshes, ? lists every key, ctrl+p the
+commands. With the mouse, drag a VM onto another host's pane to clone it there.
 """
 
 EPILOG = """\

@@ -6,13 +6,20 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-#: (title, help, app action); the action's own check (e.g. "no host open") still applies.
+#: (title, help, app action); offered only while the app's check_action says it can run.
 PALETTE_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Add host", "Open another host in a new pane", "add_host"),
     ("Remove host", "Close the current host's pane (asks first)", "remove_host"),
     ("Refresh host", "Read the current host again, or retry it after a failure", "refresh"),
     ("Filter VMs", "Show only the VMs whose name or state matches a regex", "filter"),
     ("Clear filter", "Show every VM again", "clear_filter"),
+    ("Clone VMs", "Clone the marked VMs (or the current one) to a host you pick", "clone"),
+    ("Show/hide jobs", "The jobs panel: progress and log of every clone", "toggle_jobs"),
+    (
+        "Cancel job",
+        "Cancel the focused job (asks first), or decide about a failed one",
+        "cancel_job",
+    ),
     ("Help: keys", "Every key binding", "help"),
     ("Toggle dark/light theme", "Switch between the dark and the light theme", "toggle_theme"),
 )
@@ -22,7 +29,7 @@ class KVMCloneCommands(Provider):
     """Offers :data:`PALETTE_COMMANDS` that the app can run right now."""
 
     def _available(self) -> list[tuple[str, str, str]]:
-        return [c for c in PALETTE_COMMANDS if self.app.check_action(c[2], ()) is not False]
+        return [c for c in PALETTE_COMMANDS if self.app.check_action(c[2], ()) is True]
 
     async def discover(self) -> Hits:
         """Every available command, when nothing is typed yet."""

@@ -1,4 +1,8 @@
-"""Messages between the UI's parts (engine events arrive as :class:`InventoryChanged`)."""
+"""Messages between the UI's parts (engine events arrive as :class:`InventoryChanged`).
+
+Messages that belong to one widget (a job's progress, a drag over the VM table) are defined on
+that widget.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,14 @@ class VMDetailsRequested(Message):
 
 class RemoveHostRequested(Message):
     """``d`` in a pane: the app asks for confirmation, then removes it."""
+
+    def __init__(self, pane: HostPane) -> None:
+        super().__init__()
+        self.pane = pane
+
+
+class CloneRequested(Message):
+    """``c`` in a pane: clone its marked VMs (or the one under the cursor) somewhere."""
 
     def __init__(self, pane: HostPane) -> None:
         super().__init__()

@@ -1,18 +1,27 @@
 """Where the UI gets inventories from, and how live events reach the pane showing a host.
 
 The app needs only :meth:`KVMCloneClient.tracker`; anything with the same shape (a fixed
-in-process inventory for snapshot tests) can stand in for the client.
+in-process inventory for snapshot tests) can stand in for the client. A source that can also
+plan and run clones (:class:`CloneSource`) makes the clone dialog and the jobs panel work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kvm_clone_tui.engine.inventory import InventoryEvent
 from kvm_clone_tui.engine.models import HostInventory
+from kvm_clone_tui.engine.progress import JobEvent
+
+if TYPE_CHECKING:
+    from kvm_clone_tui.engine.clone import CloneResult
+    from kvm_clone_tui.engine.clone_options import CloneOptions
+    from kvm_clone_tui.engine.config import Config
+    from kvm_clone_tui.engine.plan import ClonePlan
 
 Listener = Callable[[InventoryEvent], None]
+EventCallback = Callable[[JobEvent], None]
 
 
 class Tracker(Protocol):
@@ -45,6 +54,32 @@ class DomainXMLSource(Protocol):
 
     async def domain_xml(self, host: str, vm: str) -> str:
         """The libvirt XML of VM ``vm`` on ``host``."""
+
+
+@runtime_checkable
+class CloneSource(Protocol):
+    """A source that can also plan, run and roll back clones (``KVMCloneClient`` can)."""
+
+    @property
+    def config(self) -> Config:
+        """The configuration: clone defaults and each host's default pool."""
+
+    async def plan_clone(
+        self, source: str, dest: str, vm: str, options: CloneOptions | None = None
+    ) -> ClonePlan:
+        """Check a clone and decide everything about it, copying nothing."""
+
+    async def run_plan(
+        self,
+        plan: ClonePlan,
+        *,
+        on_event: EventCallback | None = None,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        """Carry out a plan; ``on_event`` gets the transaction log and per-file progress."""
+
+    async def rollback_job(self, job_id: str, on_event: EventCallback | None = None) -> None:
+        """Roll back a job that failed and kept its staged files."""
 
 
 class HostFeeds:

@@ -7,6 +7,7 @@ import html
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,14 @@ SIZE = (160, 40)
 def lab_config(lab: Lab) -> Config:
     """The config `lab up` wrote (environment overrides ignored)."""
     return load_config(lab.layout.client_config, environ={})
+
+
+@pytest.fixture
+def clone_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that clone: no SSH agent (plans take the relay route, whatever the machine
+    has) and a private journal directory (no other test's unfinished jobs)."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setenv("KVM_CLONE_STATE_DIR", str(tmp_path / "state"))
 
 
 async def wait_until(

@@ -356,7 +356,20 @@ async def test_help_lists_every_binding(lab_config: Config) -> None:
         for _title, bindings in app.help_sections():
             for binding in bindings:
                 assert app.get_key_display(binding) in text, binding
-        for description in ("Add host", "Remove host", "Filter", "Mark", "Details", "Refresh"):
+        for description in (
+            "Add host",
+            "Remove host",
+            "Filter",
+            "Mark",
+            "Details",
+            "Refresh",
+            "Clone",
+            "Jobs",
+            "Cancel job",
+            "Start the clone",
+            "Roll back now",
+            "Drag a VM",  # the mouse, which no binding lists
+        ):
             assert description in text
         shown = {
             key
@@ -378,6 +391,10 @@ async def test_help_lists_every_binding(lab_config: Config) -> None:
             "a",
             "d",
             "r",
+            "c",
+            "J",
+            "x",
+            "^s",
             "^p",
         } <= shown
         await pilot.press("escape")

@@ -1,33 +1,45 @@
-"""Pictures of the main screen, the help and the details, compared with the accepted snapshots.
+"""Pictures of the main screen, help, details, clone dialog, jobs panel and rollback prompt,
+compared with the accepted snapshots.
 
-Fixed inventory so the picture is stable; real hosts are covered by test_app.py. Update after an
-intended change with ``pytest tests/tui/test_snapshots.py --snapshot-update`` and look at the
-new files in ``__snapshots__/`` before committing them.
+Fixed inventories and fake clones (tests/tui/fake_clone.py) so the picture is stable; real hosts
+are covered by test_app.py and test_clone.py. Update after an intended change with
+``pytest tests/tui/test_snapshots.py --snapshot-update`` and look at the new files in
+``__snapshots__/`` before committing them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import Button, Input
 
+from kvm_clone_tui.engine.clone_options import CloneOptions
 from kvm_clone_tui.tui.app import KVMCloneApp
+from kvm_clone_tui.tui.job_state import JobStatus
+from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
+from kvm_clone_tui.tui.screens.rollback import RollbackScreen
 from kvm_clone_tui.tui.widgets.host_pane import PaneState
-from tests.tui.fake_source import lab_like_source
+from tests.tui.fake_clone import FakeCloneSource, lab_like_clone_source
 
 SnapCompare = Callable[..., bool]
+RunBefore = Callable[[Pilot[Any]], Awaitable[None]]
 SIZE = (130, 32)
 HOSTS = ("alpha", "beta", "root@127.0.0.99")
 
 
 def app() -> KVMCloneApp:
-    return KVMCloneApp(HOSTS, source=lab_like_source())
+    return KVMCloneApp(HOSTS, source=lab_like_clone_source())
+
+
+def the_app(pilot: Pilot[Any]) -> KVMCloneApp:
+    assert isinstance(pilot.app, KVMCloneApp)
+    return pilot.app
 
 
 async def settled(pilot: Pilot[Any]) -> None:
-    app = pilot.app
-    assert isinstance(app, KVMCloneApp)
+    app = the_app(pilot)
     while any(p.state is PaneState.CONNECTING for p in app.panes):
         await pilot.pause(0.01)
     await pilot.pause()
@@ -55,3 +67,69 @@ def test_details_screen(snap_compare: SnapCompare) -> None:
     """installer: a disk and a read-only CD-ROM."""
     press = ["j", "j", "enter"]
     assert snap_compare(app(), press=press, terminal_size=SIZE, run_before=settled)
+
+
+def planned_dialog(pool: str | None = None) -> RunBefore:
+    """db01 -> c -> beta: the clone dialog once its plan is shown (focus off the text fields,
+    whose cursor blinks)."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settled(pilot)
+        await pilot.press("j", "c", "enter")
+        app = the_app(pilot)
+        while not isinstance(app.screen, CloneDialog):
+            await pilot.pause(0.01)
+        dialog = app.screen
+        if pool is not None:
+            dialog.query_one("#pool", Input).value = pool
+        while dialog.planned_form is None or dialog.planned_form.pool != (pool or "default"):
+            await pilot.pause(0.01)
+        dialog.query_one("#cancel", Button).focus()
+        await pilot.pause()
+
+    return run_before
+
+
+def test_clone_dialog(snap_compare: SnapCompare) -> None:
+    """db01 to beta: options, then the plan (route, space, two files, a warning in yellow)."""
+    assert snap_compare(app(), terminal_size=SIZE, run_before=planned_dialog())
+
+
+def test_clone_dialog_refused(snap_compare: SnapCompare) -> None:
+    """A pool too small: the conflict in red and Start disabled."""
+    assert snap_compare(app(), terminal_size=SIZE, run_before=planned_dialog("small"))
+
+
+async def start_jobs(pilot: Pilot[Any], *vms: str) -> None:
+    app = the_app(pilot)
+    source = app.source
+    assert isinstance(source, FakeCloneSource)
+    plans = [await source.plan_clone("alpha", "beta", vm, CloneOptions()) for vm in vms]
+    await app.clones.start(plans)
+
+
+async def two_jobs(pilot: Pilot[Any]) -> None:
+    await settled(pilot)
+    await start_jobs(pilot, "db01", "app.v2")
+    views = the_app(pilot).jobs.views
+    while [v.status for v in views] != [JobStatus.DONE, JobStatus.RUNNING]:
+        await pilot.pause(0.01)
+    await pilot.pause(0.6)  # at least two repaint ticks
+
+
+def test_jobs_panel(snap_compare: SnapCompare) -> None:
+    """Two jobs: app.v2 done, db01 copying two files (bars, sizes, rate, ETA, sparklines)."""
+    assert snap_compare(app(), terminal_size=SIZE, run_before=two_jobs)
+
+
+async def failed_job(pilot: Pilot[Any]) -> None:
+    await settled(pilot)
+    await start_jobs(pilot, "web01")
+    while not isinstance(pilot.app.screen, RollbackScreen):
+        await pilot.pause(0.01)
+    await pilot.pause(0.3)
+
+
+def test_rollback_prompt(snap_compare: SnapCompare) -> None:
+    """web01 failed mid-copy: the error, the staged file, roll back / keep / show log."""
+    assert snap_compare(app(), terminal_size=SIZE, run_before=failed_job)

@@ -73,9 +73,10 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "dismiss", "Close help"),
     ]
 
-    def __init__(self, sections: HelpSections) -> None:
+    def __init__(self, sections: HelpSections, notes: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(classes="help")
         self.sections = sections
+        self.notes = tuple(notes)  # (title, text): what is no key (the mouse)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog") as dialog:
@@ -92,6 +93,9 @@ class HelpScreen(ModalScreen[None]):
             with Horizontal(id="columns"):
                 yield Vertical(*columns[0], classes="help-column")
                 yield Vertical(*columns[1], classes="help-column")
+            for title, text in self.notes:
+                yield Static(Content(title), classes="section-title")
+                yield Static(Content(text), classes="help-note")
 
     def text(self) -> str:
         """Every entry as plain text (for tests and screen readers)."""
@@ -100,4 +104,6 @@ class HelpScreen(ModalScreen[None]):
             lines.append(title)
             for entry in help_entries(self.app, bindings):
                 lines.append(f"  {', '.join(entry.keys)}  {entry.description}")
+        for title, text in self.notes:
+            lines += [title, f"  {text}"]
         return "\n".join(lines)

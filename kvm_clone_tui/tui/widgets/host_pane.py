@@ -17,6 +17,7 @@ from kvm_clone_tui.engine.errors import HostError
 from kvm_clone_tui.engine.inventory import InventoryEvent
 from kvm_clone_tui.engine.models import VM, HostInventory
 from kvm_clone_tui.tui.messages import (
+    CloneRequested,
     InventoryChanged,
     PaneStatusChanged,
     RemoveHostRequested,
@@ -49,6 +50,7 @@ class HostPane(Vertical):
     """The VMs of one host, loaded in a worker and kept current by the host's events."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "clone", "Clone"),
         Binding("r", "reload", "Refresh"),
         Binding("d", "remove", "Remove host"),
     ]
@@ -120,6 +122,16 @@ class HostPane(Vertical):
     def action_remove(self) -> None:
         """``d``: ask the app to remove this pane (it asks for confirmation first)."""
         self.post_message(RemoveHostRequested(self))
+
+    def action_clone(self) -> None:
+        """``c``: clone the marked VMs (else the one under the cursor) to a host to pick."""
+        self.post_message(CloneRequested(self))
+
+    def clone_selection(self) -> list[VM]:
+        """What ``c`` or a drag works on: the marked VMs, else the one under the cursor."""
+        marked = self.marked_vms()
+        current = self.table.current_vm() if self.state is PaneState.CONNECTED else None
+        return marked or ([current] if current is not None else [])
 
     def _on_event(self, event: InventoryEvent) -> None:
         # Called by the tracker on the event loop: hand it over as a message, in order.

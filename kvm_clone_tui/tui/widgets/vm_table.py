@@ -17,6 +17,7 @@ from textual.widgets import DataTable
 
 from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
 from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.tui.widgets.drag_source import DragSource
 
 MARK = "●"
 SCROLLBAR = 2  # cells a vertical scrollbar takes
@@ -110,13 +111,14 @@ def _same(a: Text, b: Text) -> bool:
     return a.plain == b.plain and a.style == b.style and a.spans == b.spans
 
 
-class VMTable(DataTable[Text]):
+class VMTable(DragSource, DataTable[Text], can_focus=True):  # the mixin would say False
     """The VMs of one host, sorted by name, keyed by name.
 
     :meth:`show` loads a whole inventory; :meth:`apply` applies one VM's change by touching only
     that row, so a host with hundreds of VMs stays responsive under a stream of events. Columns
     that do not fit the pane's width are left out, least useful first (maximize the pane from
-    the command palette to see them all).
+    the command palette to see them all). A row can be dragged with the mouse (a marked row
+    drags every marked VM): see :class:`DragSource`.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -217,6 +219,16 @@ class VMTable(DataTable[Text]):
         elif wanted and shown:
             assert vm is not None and old is not None
             self._update_row(old, vm)
+
+    def drag_items(self, event: events.MouseDown) -> tuple[str, ...]:
+        """A press on a row drags its VM, or every marked VM when the row is marked."""
+        row = event.style.meta.get("row")
+        if not isinstance(row, int) or not 0 <= row < self.row_count:
+            return ()  # the header, or below the last row
+        name = self.ordered_rows[row].key.value
+        if name is None:
+            return ()
+        return tuple(sorted(self.marked)) if name in self.marked else (name,)
 
     # -- marks -----------------------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""The jobs panel under the host panes: every clone job of this session, newest first."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.widgets import Static
+
+from kvm_clone_tui.engine.plan import ClonePlan
+from kvm_clone_tui.tui.job_state import JobStatus
+from kvm_clone_tui.tui.source import CloneSource
+from kvm_clone_tui.tui.widgets.job_view import JobView
+
+EMPTY = "No jobs yet. Press c on a VM to clone it, or drag it onto another host's pane."
+
+
+def jobs_summary(views: list[JobView]) -> str:
+    """``2 running · 1 done · 1 failed`` (empty without jobs)."""
+    counts: dict[str, int] = {}
+    for view in views:
+        if view.status.active:
+            key = "running"
+        elif view.status is JobStatus.DONE:
+            key = "done"
+        elif view.status is JobStatus.ROLLED_BACK:
+            key = "rolled back"
+        else:
+            key = "failed"
+        counts[key] = counts.get(key, 0) + 1
+    order = ("running", "done", "rolled back", "failed")
+    return " · ".join(f"{counts[k]} {k}" for k in order if k in counts)
+
+
+class JobsPanel(Vertical):
+    """Hidden until a job starts (or ``J``); one :class:`JobView` per job."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._job_ids = 0
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="job-list") as job_list:
+            job_list.can_focus = False  # tab goes to the jobs themselves
+            yield Static(Content(EMPTY), id="no-jobs")
+
+    def on_mount(self) -> None:
+        self.border_title = "Jobs"
+        self.border_subtitle = "J hides · tab reaches a job · x cancels it"
+
+    @property
+    def views(self) -> list[JobView]:
+        """Every job, newest first."""
+        return list(self.query(JobView))
+
+    def active(self) -> list[JobView]:
+        """The jobs a worker still works on (copying, cancelling, rolling back)."""
+        return [v for v in self.views if v.status.active]
+
+    async def start(self, plan: ClonePlan, runner: CloneSource) -> JobView:
+        """Add a job for ``plan`` and start it."""
+        self._job_ids += 1
+        view = JobView(plan, runner, id=f"job-{self._job_ids}")
+        await self.query("#no-jobs").remove()
+        job_list = self.query_one("#job-list", VerticalScroll)
+        if job_list.children:
+            await job_list.mount(view, before=0)  # the newest on top, where it is seen
+        else:
+            await job_list.mount(view)
+        job_list.scroll_home(animate=False)
+        self.display = True
+        self._show_counts()
+        return view
+
+    @on(JobView.Changed)
+    def _job_changed(self) -> None:
+        self._show_counts()  # the message goes on to the app (status line)
+
+    def _show_counts(self) -> None:
+        summary = self.summary()
+        self.border_title = f"Jobs · {summary}" if summary else "Jobs"
+
+    def summary(self) -> str:
+        """The jobs in a few words, for the status line."""
+        return jobs_summary(self.views)

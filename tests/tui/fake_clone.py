@@ -1,0 +1,219 @@
+"""Fake plans and jobs with ``KVMCloneClient``'s clone shape, for snapshot tests only.
+
+A snapshot needs a picture that never changes: fixed job ids, UUIDs, sizes, rates and event
+times, and jobs that stop at a chosen point. Real clones on the lab are tested in
+test_clone.py (planning, copying, cancelling and rolling back against real hosts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+from kvm_clone_tui.engine.clone import CloneFailed, CloneResult
+from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.engine.config import Config
+from kvm_clone_tui.engine.errors import HostError
+from kvm_clone_tui.engine.journal import Journal, JournalRecord, StagedFile
+from kvm_clone_tui.engine.models import Disk, DiskDevice, HostInventory
+from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
+from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
+from kvm_clone_tui.engine.units import format_bytes
+from tests.tui.fake_source import FakeSource, GiB, MiB, lab_like_source
+
+T0 = 1_700_000_000.0  # every fake event happens at T0 + n seconds
+POOLS = {"default": ("/var/lib/libvirt/images", 200 * GiB), "small": ("/srv/small", 48 * MiB)}
+NO_KVM = (
+    "the destination offers no KVM acceleration: the clone will not start until its domain "
+    "type is changed to qemu"
+)
+FULL = "No space left on device (writing vda at 3.4 MiB)"
+RATES = (1.6, 1.9, 2.1, 2.0, 1.4, 1.2, 1.8, 2.2, 2.0, 2.1, 1.9, 2.0)  # MiB/s, per update
+
+
+def _ext(fmt: str) -> str:
+    return {"qcow2": "qcow2", "raw": "img"}.get(fmt, fmt)
+
+
+def fake_plan(
+    inventories: dict[str, HostInventory], source: str, dest: str, vm_name: str, o: CloneOptions
+) -> ClonePlan:
+    """What the engine would plan on hosts like the lab's, computed without any host."""
+    vm = inventories[source].vm(vm_name)
+    if vm is None:
+        raise HostError(source, f"no VM named {vm_name!r}")
+    new_name = o.new_name or vm_name
+    pool = o.pool or "default"
+    seed = zlib.crc32(f"{source}/{vm_name}/{dest}/{new_name}".encode())
+    job_id = f"20231114-221320-{seed:08x}"
+    conflicts: list[str] = []
+    pool_path, available = POOLS.get(pool, ("/nonexistent", 0))
+    if pool not in POOLS:
+        conflicts.append(f"no storage pool {pool!r} on the destination (pools: default, small)")
+    if inventories[dest].vm(new_name) is not None:
+        conflicts.append(
+            f"a VM named {new_name!r} already exists on {dest}: choose --new-name, or --force "
+            "to replace it once the copy is verified"
+        )
+    files = tuple(
+        _file_plan(d, pool_path, new_name, job_id) for d in vm.disks if d.device is DiskDevice.DISK
+    )
+    total = sum(f.allocated for f in files)
+    required = total + max(64 * MiB, total // 50)
+    if pool in POOLS and required > available:
+        conflicts.append(
+            f"not enough space in pool {pool} on {dest}: needs {format_bytes(required)} "
+            f"(data plus margin), has {format_bytes(available)}"
+        )
+    return ClonePlan(
+        job_id=job_id,
+        source_host=source,
+        dest_host=dest,
+        vm=vm,
+        new_name=new_name,
+        new_uuid=f"11111111-2222-4333-8444-{seed:012x}",
+        pool=pool,
+        pool_path=pool_path,
+        pool_available=available,
+        files=files,
+        route="relay",
+        route_reason="through this machine: no SSH agent with keys to forward",
+        compress=False,
+        compress_reason="auto: the hosts share this machine's loopback",
+        required_space=required,
+        source_xml="",
+        conflicts=tuple(conflicts),
+        warnings=(NO_KVM,) if dest == "beta" else (),
+        options=o,
+    )
+
+
+class FakeCloneSource(FakeSource):
+    """Fixed inventories that also plan and run fake clones.
+
+    A job copies its files up to ``stop_at`` (a fraction) in 12 scripted updates, then waits
+    until cancelled (the fake rolls back, as the engine does); a VM in ``finishing`` completes,
+    one in ``failing`` fails there with its staged files kept (``CloneFailed``).
+    """
+
+    def __init__(
+        self,
+        inventories: dict[str, HostInventory],
+        failures: dict[str, str] | None = None,
+        *,
+        finishing: frozenset[str] = frozenset({"app.v2"}),
+        failing: frozenset[str] = frozenset({"web01"}),
+        stop_at: float = 0.45,
+    ) -> None:
+        super().__init__(inventories, failures)
+        self.inventories = inventories
+        self.config = Config()
+        self.finishing = finishing
+        self.failing = failing
+        self.stop_at = stop_at
+        self.rolled_back: list[str] = []
+
+    async def plan_clone(
+        self, source: str, dest: str, vm: str, options: CloneOptions | None = None
+    ) -> ClonePlan:
+        return fake_plan(self.inventories, source, dest, vm, options or CloneOptions())
+
+    async def run_plan(
+        self,
+        plan: ClonePlan,
+        *,
+        on_event: Callable[[JobEvent], None] | None = None,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        def emit(step: str, message: str, at: float, *disks: DiskProgress) -> None:
+            if on_event is not None:
+                on_event(JobEvent(plan.job_id, step, message, disks, time=T0 + at))
+
+        finishing = plan.vm.name in self.finishing
+        for warning in plan.warnings:
+            emit("warning", warning, 0)
+        where = f"pool {plan.pool} ({plan.route}: {plan.route_reason})"
+        emit("stage", f"copying {len(plan.files)} file(s) into {where}", 0)
+        for i, rate in enumerate(RATES, start=1):
+            share = i / len(RATES) * (1.0 if finishing else self.stop_at)
+            last = finishing and i == len(RATES)
+            emit("copy", "", i / 2, *(_progress(f, share, rate, last) for f in plan.files))
+        if plan.vm.name in self.failing:
+            cause = HostError(plan.dest_host, f"receive failed: {FULL}")
+            emit("failed", str(cause), 6)
+            raise CloneFailed(plan.job_id, _journal(plan), cause)
+        if not finishing:
+            try:
+                await asyncio.Event().wait()  # until cancelled
+            except asyncio.CancelledError:
+                emit("failed", "cancelled", 9)
+                emit("rollback", "rolled back: nothing of this job is left on the destination", 9)
+                raise
+        emit("verify", ", ".join(f"{f.label} 3f1c9a0b27d4e6f8" for f in plan.files), 7)
+        emit("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})", 7)
+        emit("done", f"cloned {plan.vm.name} to {plan.dest_host} as {plan.new_name}", 7)
+        return CloneResult(
+            job_id=plan.job_id,
+            source_host=plan.source_host,
+            dest_host=plan.dest_host,
+            vm=plan.vm.name,
+            new_name=plan.new_name,
+            uuid=plan.new_uuid,
+            route=plan.route,
+            files=(),
+            bytes_copied=plan.total_bytes,
+            seconds=7.0,
+            started=False,
+        )
+
+    async def rollback_job(
+        self, job_id: str, on_event: Callable[[JobEvent], None] | None = None
+    ) -> None:
+        self.rolled_back.append(job_id)
+
+
+def _file_plan(disk: Disk, pool_path: str, new_name: str, job_id: str) -> FilePlan:
+    final = f"{new_name}-{disk.target}.{_ext(disk.format or 'raw')}"
+    return FilePlan(
+        label=disk.target,
+        role="disk",
+        format=disk.format or "raw",
+        source_path=disk.path or "",
+        final_path=f"{pool_path}/{final}",
+        staging_path=f"{pool_path}/.kvmclone-partial-{job_id}-{final}",
+        size=disk.virtual_size,
+        allocated=disk.allocation,
+        virtual_size=disk.virtual_size,
+    )
+
+
+def _journal(plan: ClonePlan) -> Journal:
+    """A journal as the engine keeps it for a failed job (never written to disk here)."""
+    record = JournalRecord(
+        job_id=plan.job_id,
+        kind="clone",
+        source_host=plan.source_host,
+        dest_host=plan.dest_host,
+        vm=plan.vm.name,
+        new_name=plan.new_name,
+        new_uuid=plan.new_uuid,
+        pool=plan.pool,
+        pool_path=plan.pool_path,
+        files=[StagedFile(f.staging_path, f.final_path) for f in plan.files],
+    )
+    return Journal(record, Path("/nonexistent"))
+
+
+def _progress(f: FilePlan, share: float, rate: float, finished: bool) -> DiskProgress:
+    done = int(f.allocated * share)
+    eta = (f.allocated - done) / (rate * MiB)
+    return DiskProgress(f.label, done, f.allocated, rate * MiB, 0.0 if finished else eta, finished)
+
+
+def lab_like_clone_source() -> FakeCloneSource:
+    """:func:`lab_like_source`'s hosts, able to plan and run fake clones."""
+    base = lab_like_source()
+    inventories = {host: t.inventory for host, t in base.trackers.items() if t.inventory}
+    return FakeCloneSource(inventories, base.failures)
