@@ -285,6 +285,14 @@ class KVMCloneClient:
                 )
             )
         await rollback(self, journal)
+        if on_event is not None:
+            on_event(
+                JobEvent(
+                    journal.record.job_id,
+                    "rollback",
+                    "rolled back: nothing of this job is left on the destination",
+                )
+            )
 
     async def recover(self, on_event: Callable[[JobEvent], None] | None = None) -> list[str]:
         """Roll back every interrupted job; return their ids."""

@@ -177,9 +177,15 @@ async def run_clone(
             plan.warnings,
         )
     journal = _journal_for(plan)
-    events = _Events(plan.job_id, on_event, journal)
+    events = _Events(plan.job_id, on_event, None)  # no journal file until the hosts answer
+    try:
+        # Connecting is inside the transaction: nothing is journalled before it succeeds.
+        src, dst = await client.host(plan.source_host), await client.host(plan.dest_host)
+    except Exception as exc:
+        events.step("failed", str(exc))
+        raise
+    events.journal = journal
     journal.step(PLANNED, plan.describe())
-    src, dst = await client.host(plan.source_host), await client.host(plan.dest_host)
     dst_agent = RemoteAgent(dst)
     try:
         for warning in plan.warnings:

@@ -314,7 +314,7 @@ async def test_connection_dropped_mid_copy_rolls_back(
         task = asyncio.ensure_future(
             client.clone_vm("alpha", "beta", "db01", new_name="db01-drop", bandwidth_limit=2 << 20)
         )
-        await _wait_for_partial(clean_beta)
+        await _wait_for_partial(clean_beta, "db01-drop")
         # Kill beta's SSH session processes (the receiver among them): the link is gone.
         ns = clean_beta.namespace()
         for pid in _sshd_sessions(ns):
@@ -334,7 +334,7 @@ async def test_destination_libvirtd_restarted_mid_copy_still_commits(
                 "alpha", "beta", "db01", new_name="db01-restart", bandwidth_limit=4 << 20
             )
         )
-        await _wait_for_partial(clean_beta)
+        await _wait_for_partial(clean_beta, "db01-restart")
         await asyncio.to_thread(clean_beta.restart_libvirtd)
         result = await asyncio.wait_for(task, 120)
     assert clean_beta.virsh("domuuid", "db01-restart").strip() == result.uuid
@@ -351,7 +351,7 @@ async def test_cancel_mid_copy_rolls_back(
                 "alpha", "beta", "db01", new_name="db01-cancel", bandwidth_limit=2 << 20
             )
         )
-        await _wait_for_partial(clean_beta)
+        await _wait_for_partial(clean_beta, "db01-cancel")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -384,7 +384,7 @@ def test_kill_9_then_idempotent_rerun_converges(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    asyncio.run(_wait_for_partial(clean_beta))
+    asyncio.run(_wait_for_partial(clean_beta, "db01-killed"))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
@@ -406,14 +406,18 @@ async def test_running_source_is_planned_as_a_live_clone(
     assert [f.live_export for f in plan.files] == ["vda"]
 
 
-async def _wait_for_partial(runtime: LabHostRuntime, timeout: float = 60) -> None:
-    """Until a staged (partial) file with some data shows up in the host's pool."""
+async def _wait_for_partial(runtime: LabHostRuntime, name: str, timeout: float = 60) -> None:
+    """Until a staged (partial) file of clone ``name`` with some data shows up in the pool."""
     images = runtime.layout.host_path(runtime.host.name, IMAGES)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         for path in images.iterdir():
-            if path.name.startswith(".kvmclone-partial-") and path.stat().st_blocks > 2048:
+            if (
+                path.name.startswith(".kvmclone-partial-")
+                and f"-{name}-" in path.name
+                and path.stat().st_blocks > 2048
+            ):
                 return
         await asyncio.sleep(0.05)
     raise AssertionError("no partial file appeared")
@@ -490,7 +494,7 @@ async def test_failure_kept_for_the_operator_then_rolled_back_on_request(
                 auto_rollback=False,
             )
         )
-        await _wait_for_partial(clean_beta)
+        await _wait_for_partial(clean_beta, "db01-kept")
         # The destination's receiver dies mid-copy: a failure, not a cancellation.
         for pid in _sshd_sessions(clean_beta.namespace()):
             os.kill(pid, signal.SIGKILL)
