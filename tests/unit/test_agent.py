@@ -94,6 +94,8 @@ def make_sparse(path: Path) -> int:
         f.write(rnd(5000))
         f.seek(size - 100)
         f.write(rnd(100))
+        f.flush()
+        os.fsync(f.fileno())  # allocated now, extent-tree blocks included, like the copy's
     return size
 
 
@@ -266,6 +268,8 @@ def test_a_large_sparse_copy_crosses_writeback_windows(tmp_path: Path, root: Pat
         for off in range(0, 160 * MiB, 8 * MiB):
             f.seek(off)
             f.write(os.urandom(MiB))
+        f.flush()
+        os.fsync(f.fileno())
     stream = send(sys.executable, src)
     rc, out = receive(sys.executable, root / "d.img", root, 160 * MiB, stream)
     assert rc == 0 and out["bytes_written"] == 20 * MiB, out
