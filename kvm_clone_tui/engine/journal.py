@@ -76,6 +76,7 @@ class JournalRecord:
     source_backup: bool = False  # a live clone's backup job runs on the source VM
     log: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
+    owner_pid: int = field(default_factory=os.getpid)  # the process running the job
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> JournalRecord:
@@ -120,8 +121,26 @@ class Journal:
         return cls(JournalRecord.from_dict(json.loads(path.read_text())), path.parent)
 
 
-def unfinished(directory: Path | None = None) -> list[Journal]:
-    """Journals of jobs that neither finished nor were rolled back, oldest first."""
+def _running_elsewhere(record: JournalRecord) -> bool:
+    """True when another live process (kvm-clone, by its command line) still runs the job."""
+    pid = record.owner_pid
+    if pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    alive = stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return alive and b"kvm" in cmdline and b"clone" in cmdline
+
+
+def unfinished(directory: Path | None = None, *, include_running: bool = False) -> list[Journal]:
+    """Journals of jobs that neither finished nor were rolled back, oldest first.
+
+    Jobs that another live kvm-clone process is still running are left out (they are not
+    interrupted, just busy) unless ``include_running``.
+    """
     folder = directory or jobs_dir()
     journals = []
     for path in sorted(folder.glob("*.json")):
@@ -129,6 +148,8 @@ def unfinished(directory: Path | None = None) -> list[Journal]:
             journal = Journal.load(path)
         except (OSError, ValueError, TypeError, KeyError):
             continue
-        if journal.record.state not in FINISHED:
+        if journal.record.state in FINISHED:
+            continue
+        if include_running or not _running_elsewhere(journal.record):
             journals.append(journal)
     return journals

@@ -196,21 +196,36 @@ class _Watch:
         self.sender_digest: str | None = None
 
     async def consume(self, stream: asyncssh.SSHReader[bytes]) -> None:
-        async for raw in stream:
-            line = raw.decode(errors="replace").strip()
-            progress = parse_progress(line)
-            if progress is None:
-                if line.startswith('{"done"'):
-                    with contextlib.suppress(ValueError, AttributeError):
-                        self.sender_digest = str(json.loads(line).get("digest", ""))
-                elif line:
-                    self.other.append(line)
-                continue
-            if progress.done != self.done:
-                self.done = progress.done
-                self.last_change = time.monotonic()
-            total = max(progress.total, self.item.allocated, progress.done)
-            self.on_progress(disk_progress(self.item.label, progress.done, total, self.meter))
+        # Read in chunks, not lines: while the channel is paused (a slow receiver), asyncssh's
+        # line reader returns empty lines at once, a busy loop that starves the event loop.
+        pending = b""
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self._line(raw)
+        if pending:
+            self._line(pending)
+
+    def _line(self, raw: bytes) -> None:
+        """One stderr line: progress, the sender's summary, or a message kept for errors."""
+        line = raw.decode(errors="replace").strip()
+        progress = parse_progress(line)
+        if progress is None:
+            if line.startswith('{"done"'):
+                with contextlib.suppress(ValueError, AttributeError):
+                    self.sender_digest = str(json.loads(line).get("digest", ""))
+            elif line:
+                self.other.append(line)
+            return
+        if progress.done != self.done:
+            self.done = progress.done
+            self.last_change = time.monotonic()
+        total = max(progress.total, self.item.allocated, progress.done)
+        self.on_progress(disk_progress(self.item.label, progress.done, total, self.meter))
 
     def stalled_for(self) -> float:
         return time.monotonic() - self.last_change
