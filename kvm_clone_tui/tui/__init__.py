@@ -10,12 +10,17 @@ Where things are:
 - ``widgets/``: ``HostPane`` (one host: connection state, loading worker, events),
   ``VMTable`` (rows updated one at a time; marks; filter; columns fitted to the width; rows
   dragged out through the ``DragSource`` mixin), ``JobsPanel`` and ``JobView`` (one clone job:
-  its worker, a progress line per file, its log), ``FilterBar``, ``StatusBar``, ``EmptyState``.
+  its worker, a progress line per file, its log), ``SyncView`` (one sync session: its runs),
+  ``FilterBar``, ``StatusBar``, ``EmptyState``.
 - ``screens/``: modal screens (VM details, add host, confirm, help generated from BINDINGS;
   the clone's ``DestinationScreen``, ``CloneDialog`` and the failed clone's ``RollbackScreen``).
 - ``clone_flow.py``: the app's clone logic, from a pane's selection (``c``) or a drop to jobs,
   cancelling and the rollback prompt; ``clone_setup.py`` the dialog's form and its checks,
   ``plan_text.py`` a plan for people, ``job_state.py`` what a job's events add up to.
+- ``sync_flow.py``: sync sessions (``s`` on a VM, ``r`` on a session, ``R`` anywhere);
+  ``sync_session.py`` the remembered pairs and each run's numbers; ``widgets/sync_view.py`` a
+  session in the jobs panel (built from the job view's parts); ``screens/sync_dialog.py`` the
+  clone's name.
 - ``source.py``: what the UI needs from the engine (``CloneSource`` for clones), and
   ``HostFeeds`` (one subscription per host tracker, events routed to the pane showing the host).
 - ``commands.py``: the command palette's commands; ``messages.py``: messages between parts.
@@ -27,8 +32,15 @@ only conflict-free plans; each plan runs in its ``JobView``'s worker (``run_plan
 and repainted on a timer. A failure that kept staged files (``CloneFailed``) opens the rollback
 prompt; cancelling a worker makes the engine roll back.
 
+Syncing, in short: ``s`` asks where (``DestinationScreen``, the remembered host highlighted) and
+the clone's name (``SyncDialog``, prefilled from the remembered pair); the pair is remembered for
+the app session and runs ``sync_vm`` in its ``SyncView``'s worker; ``r`` on that view (or ``R``
+anywhere: the host panes keep ``r`` for refresh) runs the last pair again without asking. A
+``SyncRefused`` is recognised by shape (``engine.sync`` imports libvirt) and its conflicts are
+logged in red.
+
 Extension points: ``KVMCloneApp.selection()`` gives the marked VMs by host; a source
 implementing ``DomainXMLSource`` makes the details screen show the domain XML, one implementing
-``CloneSource`` makes cloning work; a new key is a ``Binding`` on the widget it acts on (help and
-footer follow) plus a ``PALETTE_COMMANDS`` line.
+``CloneSource`` makes cloning work, one implementing ``SyncSource`` sync sessions; a new key is
+a ``Binding`` on the widget it acts on (help and footer follow) plus a ``PALETTE_COMMANDS`` line.
 """

@@ -25,6 +25,7 @@ from kvm_clone_tui.tui.messages import (
     CloneRequested,
     PaneStatusChanged,
     RemoveHostRequested,
+    SyncRequested,
     VMDetailsRequested,
 )
 from kvm_clone_tui.tui.screens.add_host import AddHostScreen
@@ -34,7 +35,9 @@ from kvm_clone_tui.tui.screens.destination import DestinationScreen
 from kvm_clone_tui.tui.screens.details import VMDetailsScreen, XMLLoader
 from kvm_clone_tui.tui.screens.help import HelpScreen, HelpSections, class_bindings
 from kvm_clone_tui.tui.screens.rollback import RollbackScreen
+from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
 from kvm_clone_tui.tui.source import DomainXMLSource, HostFeeds, InventorySource
+from kvm_clone_tui.tui.sync_flow import SyncFlow
 from kvm_clone_tui.tui.widgets.drag_source import DragSource
 from kvm_clone_tui.tui.widgets.empty_state import EmptyState
 from kvm_clone_tui.tui.widgets.filter_bar import FilterBar
@@ -42,6 +45,7 @@ from kvm_clone_tui.tui.widgets.host_pane import HostPane
 from kvm_clone_tui.tui.widgets.job_view import JobView
 from kvm_clone_tui.tui.widgets.jobs_panel import JobsPanel
 from kvm_clone_tui.tui.widgets.status_bar import StatusBar
+from kvm_clone_tui.tui.widgets.sync_view import SyncView
 from kvm_clone_tui.tui.widgets.vm_table import VMTable
 
 DARK_THEME, LIGHT_THEME = "textual-dark", "textual-light"
@@ -56,6 +60,8 @@ PANE_ACTIONS = frozenset(
         "next_pane",
         "previous_pane",
         "clone",
+        "sync",
+        "sync_again",
         "toggle_jobs",
         "cancel_job",
     }
@@ -70,7 +76,8 @@ class KVMCloneApp(App[None]):
     """Hosts side by side; select VMs with the keyboard or the mouse.
 
     Layout, top to bottom: header, ``#hosts`` (the panes), ``#bottom`` (the filter line and the
-    jobs panel), the status line and the footer. Cloning lives in :class:`CloneFlow`.
+    jobs panel), the status line and the footer. Cloning lives in :class:`CloneFlow`, sync
+    sessions in :class:`SyncFlow`.
     """
 
     CSS_PATH = "app.tcss"
@@ -84,6 +91,7 @@ class KVMCloneApp(App[None]):
         Binding("h", "previous_pane", "Previous pane", show=False),
         Binding("J", "toggle_jobs", "Jobs"),
         Binding("x", "cancel_job", "Cancel job"),
+        Binding("R", "sync_again", "Sync again"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -111,6 +119,7 @@ class KVMCloneApp(App[None]):
         self._pane_ids = count(1)
         self._last_pane: HostPane | None = None
         self.clones = CloneFlow(self)
+        self.syncs = SyncFlow(self)
         if sub_title is not None:
             self.sub_title = sub_title
 
@@ -208,6 +217,10 @@ class KVMCloneApp(App[None]):
         if action == "clone":
             pane = self.current_pane
             return pane is not None and bool(pane.clone_selection())
+        if action == "sync":
+            return self.syncs.can_sync(self.current_pane)
+        if action == "sync_again":
+            return self.syncs.pairs.last is not None
         if action == "cancel_job":
             return True if self.clones.target_job() is not None else None  # shown, dimmed
         return True
@@ -302,11 +315,21 @@ class KVMCloneApp(App[None]):
         if pane is not None:
             self.clones.clone_from(pane)
 
+    def action_sync(self) -> None:
+        """Sync the current pane's VM (under the cursor) to its clone: pick where, which."""
+        pane = self.current_pane
+        if pane is not None:
+            self.syncs.sync_from(pane)
+
+    def action_sync_again(self) -> None:
+        """Sync the last synced pair again, without asking."""
+        self.syncs.again()
+
     def action_toggle_jobs(self) -> None:
         """Show or hide the jobs panel."""
         jobs = self.jobs
         jobs.display = not jobs.display
-        if not jobs.display and isinstance(self.main_screen.focused, JobView):
+        if not jobs.display and isinstance(self.main_screen.focused, JobView | SyncView):
             self._focus_pane(self.current_pane)
 
     def show_jobs(self) -> None:
@@ -362,6 +385,8 @@ class KVMCloneApp(App[None]):
             ("VM details", class_bindings(VMDetailsScreen, below=Screen)),
             ("Clone: destination", class_bindings(DestinationScreen, below=Screen)),
             ("Clone dialog", class_bindings(CloneDialog, below=Screen)),
+            ("Sync: the clone's name", class_bindings(SyncDialog, below=Screen)),
+            ("Sync session", class_bindings(SyncView)),
             ("Failed clone", class_bindings(RollbackScreen, below=Screen)),
             ("Add host", class_bindings(AddHostScreen, below=Screen)),
             ("Questions", class_bindings(ConfirmScreen, below=Screen)),
@@ -380,6 +405,7 @@ class KVMCloneApp(App[None]):
         self._show_status()
 
     @on(JobView.Changed)
+    @on(SyncView.Changed)
     def _job_changed(self) -> None:
         self._show_status()
         self.refresh_bindings()
@@ -391,6 +417,10 @@ class KVMCloneApp(App[None]):
     @on(CloneRequested)
     def _clone_requested(self, message: CloneRequested) -> None:
         self.clones.clone_from(message.pane)
+
+    @on(SyncRequested)
+    def _sync_requested(self, message: SyncRequested) -> None:
+        self.syncs.sync_from(message.pane)
 
     @on(DragSource.Dropped)
     def _dropped(self, message: DragSource.Dropped) -> None:

@@ -14,6 +14,12 @@ PALETTE_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Filter VMs", "Show only the VMs whose name or state matches a regex", "filter"),
     ("Clear filter", "Show every VM again", "clear_filter"),
     ("Clone VMs", "Clone the marked VMs (or the current one) to a host you pick", "clone"),
+    (
+        "Sync VM",
+        "Bring the current VM's clone up to date on a host you pick (only what changed)",
+        "sync",
+    ),
+    ("Sync again", "Sync the last synced VM and clone again, without asking", "sync_again"),
     ("Show/hide jobs", "The jobs panel: progress and log of every clone", "toggle_jobs"),
     (
         "Cancel job",

@@ -57,3 +57,11 @@ class CloneRequested(Message):
     def __init__(self, pane: HostPane) -> None:
         super().__init__()
         self.pane = pane
+
+
+class SyncRequested(Message):
+    """``s`` in a pane: sync the VM under the cursor to its clone (bubbles to the app)."""
+
+    def __init__(self, pane: HostPane) -> None:
+        super().__init__()
+        self.pane = pane

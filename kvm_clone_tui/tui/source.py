@@ -2,7 +2,8 @@
 
 The app needs only :meth:`KVMCloneClient.tracker`; anything with the same shape (a fixed
 in-process inventory for snapshot tests) can stand in for the client. A source that can also
-plan and run clones (:class:`CloneSource`) makes the clone dialog and the jobs panel work.
+plan and run clones (:class:`CloneSource`) makes the clone dialog and the jobs panel work; one
+that can sync (:class:`SyncSource`) makes sync sessions work.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from kvm_clone_tui.engine.clone_options import CloneOptions
     from kvm_clone_tui.engine.config import Config
     from kvm_clone_tui.engine.plan import ClonePlan
+    from kvm_clone_tui.engine.sync import SyncOptions, SyncResult
 
 Listener = Callable[[InventoryEvent], None]
 EventCallback = Callable[[JobEvent], None]
@@ -80,6 +82,25 @@ class CloneSource(Protocol):
 
     async def rollback_job(self, job_id: str, on_event: EventCallback | None = None) -> None:
         """Roll back a job that failed and kept its staged files."""
+
+
+@runtime_checkable
+class SyncSource(Protocol):
+    """A source that can also sync an earlier clone (``KVMCloneClient`` can)."""
+
+    def sync_options(self, **overrides: object) -> SyncOptions:
+        """Sync options with the config's defaults, then ``overrides``."""
+
+    async def sync_vm(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: SyncOptions | None = None,
+        *,
+        on_event: EventCallback | None = None,
+    ) -> SyncResult:
+        """Bring the clone of ``vm`` on ``dest`` up to date (``SyncRefused``: conflicts)."""
 
 
 class HostFeeds:

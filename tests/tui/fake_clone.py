@@ -183,8 +183,8 @@ def _file_plan(disk: Disk, pool_path: str, new_name: str, job_id: str) -> FilePl
         source_path=disk.path or "",
         final_path=f"{pool_path}/{final}",
         staging_path=f"{pool_path}/.kvmclone-partial-{job_id}-{final}",
-        size=disk.virtual_size,
-        allocated=disk.allocation,
+        size=disk.virtual_size or 0,
+        allocated=disk.allocation or 0,
         virtual_size=disk.virtual_size,
     )
 

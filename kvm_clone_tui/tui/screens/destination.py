@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import ClassVar
 
 from textual import on
@@ -12,7 +13,7 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from kvm_clone_tui.engine.models import VM
 from kvm_clone_tui.tui.clone_setup import vm_names
@@ -21,7 +22,8 @@ from kvm_clone_tui.tui.clone_setup import vm_names
 class DestinationScreen(ModalScreen[str | None]):
     """Dismisses with the chosen host, or None when cancelled.
 
-    ``hosts`` are the open panes' hosts with a note on their state ("" when connected).
+    ``hosts`` are the open panes' hosts with a note on their state ("" when connected);
+    ``verb`` heads the title (a sync says "Sync"), ``preferred`` is highlighted first.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -30,15 +32,27 @@ class DestinationScreen(ModalScreen[str | None]):
         Binding("k", "cursor('up')", "Previous host", show=False),
     ]
 
-    def __init__(self, source: str, vms: Sequence[VM], hosts: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        source: str,
+        vms: Sequence[VM],
+        hosts: Sequence[tuple[str, str]],
+        *,
+        verb: str = "Clone",
+        preferred: str | None = None,
+    ) -> None:
         super().__init__(classes="destination")
         self.source = source
         self.vms = tuple(vms)
         self.hosts = tuple(hosts)
+        self.verb = verb
+        self.preferred = preferred
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as dialog:
-            dialog.border_title = Content(f"Clone {vm_names(self.vms)} from {self.source} to…")
+            dialog.border_title = Content(
+                f"{self.verb} {vm_names(self.vms)} from {self.source} to…"
+            )
             dialog.border_subtitle = "enter picks · esc cancels"
             options = [
                 Option(Content.assemble((h, "bold"), f"  {note}" if note else ""), id=h)
@@ -59,6 +73,9 @@ class DestinationScreen(ModalScreen[str | None]):
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
         options.highlighted = 0
+        if self.preferred is not None:
+            with suppress(OptionDoesNotExist):  # the host's pane was closed
+                options.highlighted = options.get_option_index(self.preferred)
         options.focus()
 
     def action_cursor(self, direction: str) -> None:

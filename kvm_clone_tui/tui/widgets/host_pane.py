@@ -21,6 +21,7 @@ from kvm_clone_tui.tui.messages import (
     InventoryChanged,
     PaneStatusChanged,
     RemoveHostRequested,
+    SyncRequested,
     VMDetailsRequested,
 )
 from kvm_clone_tui.tui.source import HostFeeds
@@ -51,6 +52,7 @@ class HostPane(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "clone", "Clone"),
+        Binding("s", "sync", "Sync"),
         Binding("r", "reload", "Refresh"),
         Binding("d", "remove", "Remove host"),
     ]
@@ -126,6 +128,10 @@ class HostPane(Vertical):
     def action_clone(self) -> None:
         """``c``: clone the marked VMs (else the one under the cursor) to a host to pick."""
         self.post_message(CloneRequested(self))
+
+    def action_sync(self) -> None:
+        """``s``: sync the VM under the cursor to its clone on a host to pick."""
+        self.post_message(SyncRequested(self))
 
     def clone_selection(self) -> list[VM]:
         """What ``c`` or a drag works on: the marked VMs, else the one under the cursor."""

@@ -1,6 +1,8 @@
-"""The jobs panel under the host panes: every clone job of this session, newest first."""
+"""The jobs panel under the host panes: every clone job and sync session, newest first."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from textual import on
 from textual.app import ComposeResult
@@ -10,13 +12,15 @@ from textual.widgets import Static
 
 from kvm_clone_tui.engine.plan import ClonePlan
 from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.source import CloneSource
+from kvm_clone_tui.tui.source import CloneSource, SyncSource
+from kvm_clone_tui.tui.sync_session import SyncPair
 from kvm_clone_tui.tui.widgets.job_view import JobView
+from kvm_clone_tui.tui.widgets.sync_view import SyncView
 
 EMPTY = "No jobs yet. Press c on a VM to clone it, or drag it onto another host's pane."
 
 
-def jobs_summary(views: list[JobView]) -> str:
+def jobs_summary(views: Sequence[JobView | SyncView]) -> str:
     """``2 running · 1 done · 1 failed`` (empty without jobs)."""
     counts: dict[str, int] = {}
     for view in views:
@@ -54,14 +58,37 @@ class JobsPanel(Vertical):
         """Every job, newest first."""
         return list(self.query(JobView))
 
-    def active(self) -> list[JobView]:
-        """The jobs a worker still works on (copying, cancelling, rolling back)."""
-        return [v for v in self.views if v.status.active]
+    @property
+    def sync_views(self) -> list[SyncView]:
+        """Every sync session, newest first."""
+        return list(self.query(SyncView))
+
+    def sync_view(self, pair: SyncPair) -> SyncView | None:
+        """The session of ``pair``, if it was synced before."""
+        return next((v for v in self.sync_views if v.pair == pair), None)
+
+    def active(self) -> list[JobView | SyncView]:
+        """The jobs a worker still works on (copying, syncing, cancelling, rolling back)."""
+        return [v for v in self._all() if v.status.active]
+
+    def _all(self) -> list[JobView | SyncView]:
+        return [v for v in self.query(".job") if isinstance(v, JobView | SyncView)]
 
     async def start(self, plan: ClonePlan, runner: CloneSource) -> JobView:
         """Add a job for ``plan`` and start it."""
         self._job_ids += 1
         view = JobView(plan, runner, id=f"job-{self._job_ids}")
+        await self._add(view)
+        return view
+
+    async def add_sync(self, pair: SyncPair, runner: SyncSource) -> SyncView:
+        """Add a sync session for ``pair`` (its runs start with :meth:`SyncView.start`)."""
+        self._job_ids += 1
+        view = SyncView(pair, runner, id=f"job-{self._job_ids}")
+        await self._add(view)
+        return view
+
+    async def _add(self, view: JobView | SyncView) -> None:
         await self.query("#no-jobs").remove()
         job_list = self.query_one("#job-list", VerticalScroll)
         if job_list.children:
@@ -71,9 +98,9 @@ class JobsPanel(Vertical):
         job_list.scroll_home(animate=False)
         self.display = True
         self._show_counts()
-        return view
 
     @on(JobView.Changed)
+    @on(SyncView.Changed)
     def _job_changed(self) -> None:
         self._show_counts()  # the message goes on to the app (status line)
 
@@ -83,4 +110,4 @@ class JobsPanel(Vertical):
 
     def summary(self) -> str:
         """The jobs in a few words, for the status line."""
-        return jobs_summary(self.views)
+        return jobs_summary(self._all())

@@ -1,0 +1,91 @@
+"""Sync sessions, and what follows: the app's sync logic.
+
+``s`` on a VM -> :class:`DestinationScreen` (the remembered destination highlighted) ->
+:class:`SyncDialog` (the clone's name, prefilled from the remembered pair) -> a
+:class:`SyncView` in the jobs panel (one per pair; a pair synced again runs in its view).
+``r`` on a sync session, or ``R`` anywhere, syncs the last pair again without asking.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvm_clone_tui.tui.clone_flow import pane_note
+from kvm_clone_tui.tui.screens.destination import DestinationScreen
+from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
+from kvm_clone_tui.tui.source import SyncSource
+from kvm_clone_tui.tui.sync_session import SyncPair, SyncPairs
+from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
+from kvm_clone_tui.tui.widgets.sync_view import SyncView
+
+if TYPE_CHECKING:
+    from kvm_clone_tui.tui.app import KVMCloneApp
+
+
+class SyncFlow:
+    """The sync actions of ``app`` and the pairs remembered for this app session."""
+
+    def __init__(self, app: KVMCloneApp) -> None:
+        self.app = app
+        self.pairs = SyncPairs()
+
+    @property
+    def source(self) -> SyncSource | None:
+        """The app's source when it can sync."""
+        source = self.app.source
+        return source if isinstance(source, SyncSource) else None
+
+    def can_sync(self, pane: HostPane | None) -> bool:
+        """True when ``pane`` has a VM under the cursor and the source can sync."""
+        if self.source is None or pane is None or pane.state is not PaneState.CONNECTED:
+            return False
+        return pane.table.current_vm() is not None
+
+    def sync_from(self, pane: HostPane) -> None:
+        """``s``: pick the destination and the clone's name for the VM under the cursor."""
+        vm = pane.table.current_vm() if pane.state is PaneState.CONNECTED else None
+        if vm is None or self.source is None:
+            self.app.notify(f"no VM to sync on {pane.host}", severity="warning")
+            return
+        known = self.pairs.get(pane.host, vm.name)
+        hosts = [(p.host, pane_note(p)) for p in self.app.panes]
+
+        def named(dest: str, target: str | None) -> None:
+            if target:
+                self.app.run_worker(self.start(SyncPair(pane.host, vm.name, dest, target)))
+
+        def picked(dest: str | None) -> None:
+            if not dest:
+                return
+            target = known.target if known is not None and known.dest == dest else vm.name
+            dialog = SyncDialog(pane.host, vm.name, dest, target)
+            self.app.push_screen(dialog, lambda name: named(dest, name))
+
+        preferred = known.dest if known is not None else None
+        screen = DestinationScreen(pane.host, [vm], hosts, verb="Sync", preferred=preferred)
+        self.app.push_screen(screen, picked)
+
+    async def start(self, pair: SyncPair) -> SyncView | None:
+        """Remember ``pair`` and sync it in its session (made on first use); focus it."""
+        source = self.source
+        if source is None:
+            self.app.notify("this source cannot sync", severity="error")
+            return None
+        self.pairs.remember(pair)
+        jobs = self.app.jobs
+        view = jobs.sync_view(pair) or await jobs.add_sync(pair, source)
+        if not view.start():
+            self.app.notify(f"{pair.title}: still running", severity="warning")
+        self.app.show_jobs()
+        view.focus()
+        view.scroll_visible(animate=False)
+        self.app.refresh_bindings()
+        return view
+
+    def again(self) -> None:
+        """``R``: sync the last pair again, without asking."""
+        pair = self.pairs.last
+        if pair is None:
+            self.app.notify("nothing synced yet: press s on a VM first", severity="warning")
+            return
+        self.app.run_worker(self.start(pair))

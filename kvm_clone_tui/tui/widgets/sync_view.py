@@ -1,0 +1,208 @@
+"""One sync session in the jobs panel: a VM and its clone, synced again and again.
+
+Each run (``s`` the first time, ``r`` here or ``R`` anywhere afterwards) runs
+``sync_vm`` in a worker of this widget; its events arrive as :class:`SyncView.Event` messages
+and are drawn with the clone jobs' parts (a progress line per file, the log). The runs table
+lists every finished run: time, changed bytes, bytes sent, seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import RichLog, Static
+from textual.worker import Worker
+
+from kvm_clone_tui.engine.progress import JobEvent
+from kvm_clone_tui.tui.job_state import FileState, JobStatus, log_line
+from kvm_clone_tui.tui.source import SyncSource
+from kvm_clone_tui.tui.sync_session import SyncPair, SyncRun, refusal, runs_table
+from kvm_clone_tui.tui.widgets.job_view import LOG_LINES, REPAINT_SECONDS, FileRow
+
+Note = tuple[str, str]  # (log step, message)
+
+
+class SyncView(Vertical, can_focus=True):
+    """A sync session: the runs so far, the current run's files and the log."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "sync_again", "Sync again")]
+
+    class Event(Message):
+        """An engine event of the running sync (to the view itself)."""
+
+        bubble = False
+
+        def __init__(self, event: JobEvent) -> None:
+            super().__init__()
+            self.event = event
+
+    class Ended(Message):
+        """The run finished: its numbers, or the log lines saying why not."""
+
+        bubble = False
+
+        def __init__(self, status: JobStatus, run: SyncRun | None, notes: list[Note]) -> None:
+            super().__init__()
+            self.status = status
+            self.run = run
+            self.notes = notes
+
+    class Changed(Message):
+        """The session's status changed (bubbles to the app: status line, footer)."""
+
+        def __init__(self, view: SyncView) -> None:
+            super().__init__()
+            self.view = view
+
+    def __init__(self, pair: SyncPair, runner: SyncSource, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="job sync")
+        self.pair = pair
+        self.runner = runner
+        self.status = JobStatus.DONE
+        self.runs: list[SyncRun] = []
+        self.files: dict[str, FileState] = {}
+        self._rows: dict[str, FileRow] = {}
+        self._started: float | None = None  # of the current run's first event
+        self._lines: list[Text] = []
+        self._worker: Worker[None] | None = None
+
+    @property
+    def log_widget(self) -> RichLog:
+        """The session's log (every run)."""
+        return self.query_one(RichLog)
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="sync-runs")
+        yield Vertical(classes="sync-files")
+        log = RichLog(max_lines=LOG_LINES, wrap=True, classes="job-log")
+        log.can_focus = False
+        yield log
+
+    def on_mount(self) -> None:
+        self.border_title = Content(self.pair.title)
+        self.set_interval(REPAINT_SECONDS, self._tick)
+        self._repaint()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Run the sync (again); False while a run is still going."""
+        if self.status.active:
+            return False
+        self.files.clear()
+        self._rows.clear()
+        self.query_one(".sync-files", Vertical).remove_children()
+        self._started = None
+        self._set_status(JobStatus.RUNNING)
+        self._worker = self._run()
+        return True
+
+    def action_sync_again(self) -> None:
+        """``r``: sync this pair again."""
+        if not self.start():
+            self.app.notify("this sync is still running", severity="warning")
+
+    def cancel(self) -> bool:
+        """Stop a running sync (the clone stays marked in-progress until the next run)."""
+        if self.status is not JobStatus.RUNNING or self._worker is None:
+            return False
+        self._set_status(JobStatus.CANCELLING)
+        self._worker.cancel()
+        return True
+
+    @work(group="sync", exit_on_error=False)
+    async def _run(self) -> None:
+        pair, runner = self.pair, self.runner
+        started = time.time()
+        try:
+            result = await runner.sync_vm(
+                pair.source,
+                pair.dest,
+                pair.vm,
+                runner.sync_options(target_name=pair.target),
+                on_event=self._on_event,
+            )
+        except asyncio.CancelledError:
+            note = ("error", f"cancelled: {pair.target} stays marked in-progress until synced")
+            self.post_message(self.Ended(JobStatus.FAILED, None, [note]))
+            raise
+        except Exception as exc:
+            conflicts = refusal(exc)
+            if conflicts is not None:
+                notes = [("error", f"refused: {c}") for c in conflicts]
+            else:
+                notes = [("error", f"failed: {exc}")]
+            self.post_message(self.Ended(JobStatus.FAILED, None, notes))
+        else:
+            run = SyncRun(started, result.changed_bytes, result.bytes_sent, result.seconds)
+            self.post_message(self.Ended(JobStatus.DONE, run, []))
+
+    def _on_event(self, event: JobEvent) -> None:
+        self.post_message(self.Event(event))
+
+    # -- what it shows ---------------------------------------------------------------------------
+
+    @on(Event)
+    def _event(self, message: Event) -> None:
+        event = message.event
+        if self._started is None:
+            self._started = event.time
+        for disk in event.disks:
+            state = self.files.get(disk.target)
+            if state is None:
+                state = self.files[disk.target] = FileState(disk.target, disk.total)
+                row = self._rows[disk.target] = FileRow(state)
+                self.query_one(".sync-files", Vertical).mount(row)
+            state.update(disk)
+        if event.step != "copy" or event.message:
+            self._lines.append(log_line(event, self._started))
+
+    @on(Ended)
+    def _ended(self, message: Ended) -> None:
+        if message.run is not None:
+            self.runs.append(message.run)
+            self._note("done", message.run.note())
+        for step, text in message.notes:
+            self._note(step, text)
+        self._set_status(message.status)
+
+    def _note(self, step: str, text: str) -> None:
+        at = time.time()
+        started = self._started if self._started is not None else at
+        self._lines.append(log_line(JobEvent("", step, text, time=at), started))
+
+    def _set_status(self, status: JobStatus) -> None:
+        self.status = status
+        for each in (JobStatus.RUNNING, JobStatus.DONE, JobStatus.FAILED):
+            self.set_class(each is status, f"-{each.name.lower()}")
+        self._repaint()
+        self.post_message(self.Changed(self))
+
+    def _tick(self) -> None:
+        self._repaint()
+
+    def _repaint(self) -> None:
+        for row in self._rows.values():
+            if row.is_mounted:
+                row.repaint()
+        runs = self.query_one(".sync-runs", Static)
+        runs.update(runs_table(self.runs) if self.runs else Content("no finished run yet"))
+        if self._lines:
+            log = self.log_widget
+            width = log.scrollable_content_region.width
+            if width > 0:
+                lines, self._lines = self._lines, []
+                for line in lines:
+                    log.write(line, width=width)
+        count = f"{len(self.runs)} run(s)"
+        status = Text(self.status.value, style=self.status.style)
+        self.border_subtitle = Content.from_rich_text(Text.assemble(count, " · ", status))

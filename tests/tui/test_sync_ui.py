@@ -1,0 +1,111 @@
+"""Sync sessions against a fake source: ``s`` asks where and which clone, ``r`` and ``R`` sync
+again without asking, and every run is listed (deterministic: see fake_sync.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from kvm_clone_tui.tui.app import KVMCloneApp
+from kvm_clone_tui.tui.job_state import JobStatus
+from kvm_clone_tui.tui.screens.destination import DestinationScreen
+from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
+from kvm_clone_tui.tui.sync_session import SyncPair
+from kvm_clone_tui.tui.widgets.host_pane import PaneState
+from kvm_clone_tui.tui.widgets.sync_view import SyncView
+from tests.tui.conftest import SIZE, screen_text, wait_until
+from tests.tui.fake_sync import lab_like_sync_source
+
+
+def log_text(view: SyncView) -> str:
+    return "\n".join(strip.text for strip in view.log_widget.lines)
+
+
+async def settled(pilot: Pilot[Any], app: KVMCloneApp) -> None:
+    await wait_until(
+        pilot, lambda: all(p.state is PaneState.CONNECTED for p in app.panes), "the panes"
+    )
+
+
+async def sync_dialog(pilot: Pilot[Any], app: KVMCloneApp, vm: str) -> SyncDialog:
+    """Cursor on ``vm`` in alpha, ``s``, the highlighted host: the name dialog."""
+    table = app.panes[0].table
+    table.focus()
+    table.move_cursor(row=table.get_row_index(vm))
+    await pilot.press("s")
+    await wait_until(pilot, lambda: isinstance(app.screen, DestinationScreen), "the hosts")
+    assert isinstance(app.screen, DestinationScreen)
+    assert app.screen.verb == "Sync"
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: isinstance(app.screen, SyncDialog), "the name dialog")
+    assert isinstance(app.screen, SyncDialog)
+    return app.screen
+
+
+async def test_sync_session_lists_each_run() -> None:
+    source = lab_like_sync_source()
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        assert not app.check_action("sync_again", ())  # nothing synced yet: R hidden
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        assert dialog.dest == "beta"
+        name = dialog.query_one(Input)
+        assert name.value == "app.v2"  # the same name by default
+        name.value = "app.v2-copy"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the sync session")
+        (view,) = app.jobs.sync_views
+        await wait_until(pilot, lambda: len(view.runs) == 1, "the first run")
+        assert view.pair == SyncPair("alpha", "app.v2", "beta", "app.v2-copy")
+        assert app.main_screen.focused is view and app.jobs.display
+        await wait_until(pilot, lambda: "synced:" in log_text(view), "the log")
+        assert "synced: 16.0 MiB changed, 16.0 MiB sent in 1.5 s" in log_text(view)
+
+        await pilot.press("r")  # on the session: again, no dialog
+        await wait_until(pilot, lambda: len(view.runs) == 2, "the second run")
+        assert not isinstance(app.screen, SyncDialog)
+        app.panes[1].table.focus()
+        await pilot.press("R")  # anywhere: the last pair again
+        await wait_until(pilot, lambda: len(view.runs) == 3, "the third run")
+        await wait_until(pilot, lambda: view.status is JobStatus.DONE, "the end of the run")
+        assert [r.changed_bytes for r in view.runs] == [16 << 20, 64 << 10, 0]
+        assert [r.bytes_sent for r in view.runs] == [(16 << 20) + 512, (64 << 10) + 512, 512]
+        assert len(source.runs) == 3 and len(app.jobs.sync_views) == 1
+        await pilot.pause(0.3)  # a repaint
+        text = screen_text(app)
+        for expected in ("run", "changed", "sent", "seconds", "16.0 MiB", "64.0 KiB", "0 B"):
+            assert expected in text, expected
+        assert "64.0 KiB changed, 64.5 KiB sent in 1.5 s" in log_text(view)
+        assert "jobs: 1 done" in str(app.status_bar.render())
+
+        # The pair is remembered: the destination and the clone's name come back.
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        assert dialog.dest == "beta" and dialog.query_one(Input).value == "app.v2-copy"
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SyncDialog)
+
+
+async def test_refused_sync_shows_its_conflicts() -> None:
+    app = KVMCloneApp(["alpha", "beta"], source=lab_like_sync_source(frozenset({"db01-x"})))
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        await sync_dialog(pilot, app, "writer")  # running
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the sync session")
+        (view,) = app.jobs.sync_views
+        await wait_until(pilot, lambda: view.status is JobStatus.FAILED, "the refusal")
+        await wait_until(pilot, lambda: "refused" in log_text(view), "the log")
+        assert "refused: writer is running" in log_text(view)
+        assert view.runs == []
+
+        dialog = await sync_dialog(pilot, app, "db01")
+        dialog.query_one(Input).value = "db01-x"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(app.jobs.sync_views) == 2, "a second session")
+        other = app.jobs.sync_views[0]  # the newest on top
+        await wait_until(pilot, lambda: "refused" in log_text(other), "the log")
+        assert "refused: db01-x on beta is not a clone of db01" in log_text(other)
+        assert "jobs: 2 failed" in str(app.status_bar.render())
