@@ -116,9 +116,11 @@ class KVMCloneClient:
 
     async def inventory(self, name: str, *, fresh: bool = True) -> HostInventory:
         """Host ``name``'s VMs and pools; ``fresh`` re-reads it instead of using the tracker."""
+        known = self._trackers.get(name)
         tracker = await self.tracker(name)
-        if fresh or tracker.inventory is None:
-            return await tracker.refresh()
+        if tracker is known and (fresh or tracker.inventory is None):
+            return await tracker.refresh()  # a new tracker has just read the host
+        assert tracker.inventory is not None
         return tracker.inventory
 
     async def domain_xml(self, host: str, vm: str, *, inactive: bool = False) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import libvirt
 
 from kvm_clone_tui.engine.domain_xml import DomainXMLError, parse_domain
 from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.libvirt_conn import LibvirtConnection
 from kvm_clone_tui.engine.models import (
     VM,
     BackingFile,
@@ -81,8 +83,39 @@ def _volume_backing(conn: libvirt.virConnect, path: str) -> tuple[BackingFile, .
         seen.add(current)
 
 
-def read_vm(conn: libvirt.virConnect, dom: libvirt.virDomain, stats: dict[str, Any]) -> VM:
+@dataclass(frozen=True)
+class HostFacts:
+    """Per-host answers read once for all domains (instead of two calls per domain)."""
+
+    autostart: frozenset[str]  # UUIDs
+    persistent: frozenset[str]
+
+
+def read_facts(conn: libvirt.virConnect) -> HostFacts:
+    """Which domains autostart and which are persistent, in two calls."""
+
+    def uuids(flag: int) -> frozenset[str]:
+        return frozenset(d.UUIDString() for d in conn.listAllDomains(flag))
+
+    return HostFacts(
+        uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART),
+        uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT),
+    )
+
+
+def read_vm(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    stats: dict[str, Any],
+    facts: HostFacts | None = None,
+) -> VM:
     """Build the model of one domain (blocking: run in the libvirt thread pool)."""
+    if facts is not None:
+        persistent = dom.UUIDString() in facts.persistent
+        autostart = dom.UUIDString() in facts.autostart
+    else:
+        persistent = bool(dom.isPersistent())
+        autostart = bool(dom.autostart()) if persistent else False
     state = _STATES.get(int(stats.get("state.state", 0)), VMState.UNKNOWN)
     active = state not in (VMState.SHUT_OFF, VMState.UNKNOWN, VMState.CRASHED)
     try:
@@ -95,7 +128,7 @@ def read_vm(conn: libvirt.virConnect, dom: libvirt.virDomain, stats: dict[str, A
             vcpus=0,
             memory_kib=0,
             autostart=False,
-            persistent=bool(dom.isPersistent()),
+            persistent=persistent,
             domain_type="unknown",
             warnings=(str(exc),),
         )
@@ -121,8 +154,8 @@ def read_vm(conn: libvirt.virConnect, dom: libvirt.virDomain, stats: dict[str, A
         state=state,
         vcpus=vcpus,
         memory_kib=parsed.memory_kib,
-        autostart=bool(dom.autostart()) if dom.isPersistent() else False,
-        persistent=bool(dom.isPersistent()),
+        autostart=autostart,
+        persistent=persistent,
         domain_type=parsed.domain_type,
         disks=tuple(disks),
         nics=tuple(parsed.nics),
@@ -173,6 +206,55 @@ def read_inventory(conn: libvirt.virConnect, host: str) -> HostInventory:
     )
 
 
+READ_THREADS = 4
+
+
+async def read_inventory_parallel(libvirt_conn: LibvirtConnection, host: str) -> HostInventory:
+    """Read a whole host with the domains spread over the connection's threads.
+
+    One call gets the bulk stats, the host facts and the pools; the per-domain XML reads (one
+    round trip each through SSH) then run several at a time on the same connection.
+    """
+
+    def base(conn: libvirt.virConnect) -> tuple[str, str, list[Any], HostFacts, tuple[Pool, ...]]:
+        major, rest = divmod(conn.getLibVersion(), 1_000_000)
+        version = f"{major}.{rest // 1000}.{rest % 1000}"
+        return (
+            version,
+            conn.getHostname(),
+            conn.getAllDomainStats(_STATS, 0),
+            read_facts(conn),
+            _read_pools(conn),
+        )
+
+    version, hostname, stats, facts, pools = await libvirt_conn.call(base)
+
+    def chunk(conn: libvirt.virConnect, part: list[Any]) -> tuple[list[VM], list[str]]:
+        vms, errors = [], []
+        for dom, dom_stats in part:
+            try:
+                vms.append(read_vm(conn, dom, dom_stats, facts))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    errors.append(f"{dom.name()}: {exc.get_error_message()}")
+        return vms, errors
+
+    parts = [stats[i::READ_THREADS] for i in range(READ_THREADS)]
+    results = await asyncio.gather(
+        *(libvirt_conn.call(functools.partial(chunk, part=part)) for part in parts if part)
+    )
+    vms = [vm for found, _ in results for vm in found]
+    errors = [e for _, found_errors in results for e in found_errors]
+    return HostInventory(
+        host=host,
+        hostname=hostname,
+        libvirt_version=version,
+        vms=tuple(sorted(vms, key=lambda v: v.name)),
+        pools=pools,
+        errors=tuple(errors),
+    )
+
+
 def read_one_vm(conn: libvirt.virConnect, name: str) -> VM | None:
     """Re-read a single domain; None when it no longer exists."""
     try:
@@ -210,7 +292,7 @@ class InventoryTracker:
 
     async def refresh(self) -> HostInventory:
         """Read the whole host again."""
-        self.inventory = await self.host.libvirt.call(lambda c: read_inventory(c, self.host.name))
+        self.inventory = await read_inventory_parallel(self.host.libvirt, self.host.name)
         return self.inventory
 
     def subscribe(self, listener: Callable[[InventoryEvent], None]) -> None:
