@@ -934,12 +934,14 @@ def report(results: dict[str, Any], args: argparse.Namespace, markdown: bool) ->
                 f"{results['burst_stop'] * 1000:.0f} ms",
             ),
             (
-                "full reads (`read_inventory`) from the tracker's creation to the end of the events",
+                "full reads (`read_inventory_parallel`) from the tracker's creation to the end "
+                "of the events",
                 f"{results['tracker_full_reads']}",
             ),
             (
-                f"single-VM reads (`read_one_vm`): after the {results['tracker_sequential_actions']}"
-                " one-at-a-time actions / after the bursts too",
+                "single-VM reads (`read_one_vm`): after the "
+                f"{results['tracker_sequential_actions']} one-at-a-time actions / after the "
+                "bursts too",
                 f"{results['tracker_sequential_singles']} / {results['tracker_single_reads']}",
             ),
             (
