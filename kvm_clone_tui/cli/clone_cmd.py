@@ -8,16 +8,8 @@ import sys
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
+from kvm_clone_tui.cli.job_output import report_failure, run_with_progress
 from kvm_clone_tui.cli.output import dump, to_data
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone import CloneRefused, CloneResult
@@ -25,7 +17,6 @@ from kvm_clone_tui.engine.clone_options import CloneOptions
 from kvm_clone_tui.engine.config import ConfigError, load_config, parse_bandwidth
 from kvm_clone_tui.engine.errors import KVMCloneError
 from kvm_clone_tui.engine.plan import ClonePlan
-from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec, validate_vm_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
@@ -168,46 +159,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-class TextProgress:
-    """Rich progress bars per file, and the transaction log above them."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = Progress(
-            TextColumn("{task.description:<14}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.tasks: dict[str, TaskID] = {}
-
-    def __call__(self, event: JobEvent) -> None:
-        if event.step != "copy" and event.message:
-            style = {
-                "warning": "yellow",
-                "failed": "red",
-                "rollback": "yellow",
-                "done": "green",
-            }.get(event.step, "")
-            self.progress.console.print(
-                f"[{style}]{event.step:>8}[/] {event.message}"
-                if style
-                else f"{event.step:>8} {event.message}",
-                markup=bool(style),
-                highlight=False,
-                soft_wrap=True,
-            )
-        for disk in event.disks:
-            task = self.tasks.get(disk.target)
-            if task is None:
-                task = self.progress.add_task(disk.target, total=disk.total)
-                self.tasks[disk.target] = task
-            self.progress.update(task, completed=disk.done, total=max(disk.total, disk.done))
-
-
 async def _run(
     args: argparse.Namespace, options: CloneOptions, on_event: Any, console: Console
 ) -> CloneResult | ClonePlan:
@@ -230,30 +181,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, ConfigError, ValueError) as exc:
         print(f"kvm-clone clone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    text = TextProgress(console) if args.output == "text" else None
     try:
-        if text is not None:
-            with text.progress:
-                outcome = asyncio.run(_run(args, options, text, console))
-        else:
-            outcome = asyncio.run(_run(args, options, None, console))
+        outcome = run_with_progress(
+            lambda progress: _run(args, options, progress, console), args.output, console
+        )
     except KeyboardInterrupt:
         print("kvm-clone clone: interrupted: rolled back", file=sys.stderr)
         return EXIT_INTERRUPTED
     except CloneRefused as exc:
         return _report_plan(args, exc.plan, console, refused=True)
     except (KVMCloneError, ValidationError) as exc:
-        if args.output == "json":
-            print(
-                dump(
-                    {
-                        "ok": False,
-                        "error": {"kind": getattr(exc, "kind", "error"), "message": str(exc)},
-                    },
-                    "json",
-                )
-            )
-        print(f"kvm-clone clone: failed: {exc}", file=sys.stderr)
+        report_failure("clone", exc, args.output)
         return EXIT_FAILED
     if isinstance(outcome, ClonePlan):
         return _report_plan(args, outcome, console, refused=not outcome.ok)

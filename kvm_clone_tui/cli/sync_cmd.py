@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
 from rich.console import Console
 
-from kvm_clone_tui.cli.clone_cmd import TextProgress
+from kvm_clone_tui.cli.job_output import TextProgress, report_failure, run_with_progress
 from kvm_clone_tui.cli.output import dump, to_data
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.config import ConfigError, load_config, parse_bandwidth
@@ -93,30 +92,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, ConfigError, ValueError) as exc:
         print(f"kvm-clone sync: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    progress = TextProgress(console) if args.output == "text" else None
     try:
-        if progress is not None:
-            with progress.progress:
-                outcome = asyncio.run(_run(args, overrides, progress))
-        else:
-            outcome = asyncio.run(_run(args, overrides, None))
+        outcome = run_with_progress(
+            lambda progress: _run(args, overrides, progress), args.output, console
+        )
     except KeyboardInterrupt:
         print("kvm-clone sync: interrupted: run it again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except SyncRefused as exc:
         return _report_plan(args, exc.plan, console)
     except (KVMCloneError, ValidationError) as exc:
-        if args.output == "json":
-            print(
-                dump(
-                    {
-                        "ok": False,
-                        "error": {"kind": getattr(exc, "kind", "error"), "message": str(exc)},
-                    },
-                    "json",
-                )
-            )
-        print(f"kvm-clone sync: failed: {exc} (run it again to resume)", file=sys.stderr)
+        report_failure("sync", exc, args.output)
         return EXIT_FAILED
     if isinstance(outcome, SyncPlan):
         return _report_plan(args, outcome, console)

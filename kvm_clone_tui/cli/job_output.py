@@ -1,0 +1,83 @@
+"""What long commands show while they work: progress bars and the transaction log."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from kvm_clone_tui.cli.output import dump
+from kvm_clone_tui.engine.progress import JobEvent
+
+T = TypeVar("T")
+
+
+class TextProgress:
+    """Rich progress bars per file, and the transaction log above them."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: JobEvent) -> None:
+        if event.step != "copy" and event.message:
+            style = {
+                "warning": "yellow",
+                "failed": "red",
+                "rollback": "yellow",
+                "done": "green",
+            }.get(event.step, "")
+            self.progress.console.print(
+                f"[{style}]{event.step:>8}[/] {event.message}"
+                if style
+                else f"{event.step:>8} {event.message}",
+                markup=bool(style),
+                highlight=False,
+                soft_wrap=True,
+            )
+        for disk in event.disks:
+            task = self.tasks.get(disk.target)
+            if task is None:
+                task = self.progress.add_task(disk.target, total=disk.total)
+                self.tasks[disk.target] = task
+            self.progress.update(task, completed=disk.done, total=max(disk.total, disk.done))
+
+
+def run_with_progress(
+    work: Callable[[TextProgress | None], Awaitable[T]], output: str, console: Console
+) -> T:
+    """Run ``work`` in asyncio, with progress bars on the console when ``output`` is text."""
+    if output != "text":
+        return asyncio.run(work(None))  # type: ignore[arg-type]
+    text = TextProgress(console)
+    with text.progress:
+        return asyncio.run(work(text))  # type: ignore[arg-type]
+
+
+def report_failure(command: str, exc: Exception, output: str) -> None:
+    """A failed command: a JSON document on stdout for scripts, the message on stderr."""
+    if output == "json":
+        error = {"kind": getattr(exc, "kind", "error"), "message": str(exc)}
+        print(dump({"ok": False, "error": error}, "json"))
+    print(f"kvm-clone {command}: failed: {exc}", file=sys.stderr)
