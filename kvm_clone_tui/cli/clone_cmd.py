@@ -160,7 +160,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _run(
-    args: argparse.Namespace, options: CloneOptions, on_event: Any, console: Console
+    args: argparse.Namespace, options: CloneOptions, on_event: Any
 ) -> CloneResult | ClonePlan:
     async with KVMCloneClient(load_config()) as client:
         if args.dry_run:
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         outcome = run_with_progress(
-            lambda progress: _run(args, options, progress, console), args.output, console
+            lambda progress: _run(args, options, progress), args.output, console
         )
     except KeyboardInterrupt:
         print("kvm-clone clone: interrupted: rolled back", file=sys.stderr)

@@ -184,26 +184,58 @@ def _read_pools(conn: libvirt.virConnect) -> tuple[Pool, ...]:
     return tuple(sorted(pools, key=lambda p: p.name))
 
 
-def read_inventory(conn: libvirt.virConnect, host: str) -> HostInventory:
-    """Read a whole host (blocking: run in the libvirt thread pool)."""
+@dataclass(frozen=True)
+class _HostBase:
+    """What one call reads for a whole host: the domains' bulk stats and the host's facts."""
+
+    version: str
+    hostname: str
+    stats: list[Any]
+    facts: HostFacts
+    pools: tuple[Pool, ...]
+
+
+def _read_base(conn: libvirt.virConnect) -> _HostBase:
     major, rest = divmod(conn.getLibVersion(), 1_000_000)
-    version = f"{major}.{rest // 1000}.{rest % 1000}"
+    return _HostBase(
+        version=f"{major}.{rest // 1000}.{rest % 1000}",
+        hostname=conn.getHostname(),
+        stats=conn.getAllDomainStats(_STATS, 0),
+        facts=read_facts(conn),
+        pools=_read_pools(conn),
+    )
+
+
+def _read_domains(
+    conn: libvirt.virConnect, part: list[Any], facts: HostFacts
+) -> tuple[list[VM], list[str]]:
+    """Models of some domains (blocking), and the errors of those that could not be read."""
     vms, errors = [], []
-    for dom, stats in conn.getAllDomainStats(_STATS, 0):
+    for dom, dom_stats in part:
         try:
-            vms.append(read_vm(conn, dom, stats))
+            vms.append(read_vm(conn, dom, dom_stats, facts))
         except libvirt.libvirtError as exc:
             # A domain undefined while we read it is not an error of the host.
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 errors.append(f"{dom.name()}: {exc.get_error_message()}")
+    return vms, errors
+
+
+def _inventory(host: str, base: _HostBase, vms: list[VM], errors: list[str]) -> HostInventory:
     return HostInventory(
         host=host,
-        hostname=conn.getHostname(),
-        libvirt_version=version,
+        hostname=base.hostname,
+        libvirt_version=base.version,
         vms=tuple(sorted(vms, key=lambda v: v.name)),
-        pools=_read_pools(conn),
+        pools=base.pools,
         errors=tuple(errors),
     )
+
+
+def read_inventory(conn: libvirt.virConnect, host: str) -> HostInventory:
+    """Read a whole host on one thread (blocking: run in the libvirt thread pool)."""
+    base = _read_base(conn)
+    return _inventory(host, base, *_read_domains(conn, base.stats, base.facts))
 
 
 READ_THREADS = 4
@@ -215,44 +247,18 @@ async def read_inventory_parallel(libvirt_conn: LibvirtConnection, host: str) ->
     One call gets the bulk stats, the host facts and the pools; the per-domain XML reads (one
     round trip each through SSH) then run several at a time on the same connection.
     """
-
-    def base(conn: libvirt.virConnect) -> tuple[str, str, list[Any], HostFacts, tuple[Pool, ...]]:
-        major, rest = divmod(conn.getLibVersion(), 1_000_000)
-        version = f"{major}.{rest // 1000}.{rest % 1000}"
-        return (
-            version,
-            conn.getHostname(),
-            conn.getAllDomainStats(_STATS, 0),
-            read_facts(conn),
-            _read_pools(conn),
-        )
-
-    version, hostname, stats, facts, pools = await libvirt_conn.call(base)
-
-    def chunk(conn: libvirt.virConnect, part: list[Any]) -> tuple[list[VM], list[str]]:
-        vms, errors = [], []
-        for dom, dom_stats in part:
-            try:
-                vms.append(read_vm(conn, dom, dom_stats, facts))
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    errors.append(f"{dom.name()}: {exc.get_error_message()}")
-        return vms, errors
-
-    parts = [stats[i::READ_THREADS] for i in range(READ_THREADS)]
+    base = await libvirt_conn.call(_read_base)
+    parts = [base.stats[i::READ_THREADS] for i in range(READ_THREADS)]
     results = await asyncio.gather(
-        *(libvirt_conn.call(functools.partial(chunk, part=part)) for part in parts if part)
+        *(
+            libvirt_conn.call(functools.partial(_read_domains, part=part, facts=base.facts))
+            for part in parts
+            if part
+        )
     )
     vms = [vm for found, _ in results for vm in found]
     errors = [e for _, found_errors in results for e in found_errors]
-    return HostInventory(
-        host=host,
-        hostname=hostname,
-        libvirt_version=version,
-        vms=tuple(sorted(vms, key=lambda v: v.name)),
-        pools=pools,
-        errors=tuple(errors),
-    )
+    return _inventory(host, base, vms, errors)
 
 
 def read_one_vm(conn: libvirt.virConnect, name: str) -> VM | None:

@@ -35,7 +35,12 @@ from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 from kvm_clone_tui.engine.transfer import DirectEndpoint
 from kvm_clone_tui.engine.units import format_bytes
-from kvm_clone_tui.engine.validation import ValidationError, validate_remote_path, validate_vm_name
+from kvm_clone_tui.engine.validation import (
+    ValidationError,
+    parse_host_spec,
+    validate_remote_path,
+    validate_vm_name,
+)
 
 SPACE_MARGIN_MIN = 64 << 20
 SPACE_MARGIN_FRACTION = 0.02
@@ -193,8 +198,6 @@ async def _direct_endpoint(client: KVMCloneClient, dst: Host) -> DirectEndpoint 
     user = str(dst.ssh.get_extra_info("username") or "root")
     address, port = (str(peer[0]), int(peer[1])) if peer else (dst.target.spec.host, 22)
     if reach:
-        from kvm_clone_tui.engine.validation import parse_host_spec
-
         spec = parse_host_spec(reach)
         address, port, user = spec.host, spec.port or 22, spec.user or user
     return DirectEndpoint(address=address, port=port, user=user, host_key=key)

@@ -20,6 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
 
 import libvirt
 
@@ -291,7 +292,7 @@ async def _hashes(agent: RemoteAgent, path: str, bs: int) -> tuple[int, list[str
 
 async def _set_sync_state(dst: Host, uuid: str, attributes: dict[str, str]) -> None:
     """Write the clone's kvmclone metadata (persistent definition only)."""
-    element = "<clone " + " ".join(f'{k}="{_escape(v)}"' for k, v in attributes.items()) + "/>"
+    element = "<clone " + " ".join(f"{k}={quoteattr(v)}" for k, v in attributes.items()) + "/>"
 
     def write(conn: libvirt.virConnect) -> None:
         conn.lookupByUUIDString(uuid).setMetadata(
@@ -303,12 +304,6 @@ async def _set_sync_state(dst: Host, uuid: str, attributes: dict[str, str]) -> N
         )
 
     await dst.libvirt.call(write)
-
-
-def _escape(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
-    )
 
 
 async def run_sync(
