@@ -29,6 +29,8 @@ set -eu
 host_dir=$1; host_name=$2; shift 2
 hostname "$host_name"
 while [ $# -gt 0 ]; do
+    # A fresh machine may lack a mount point (e.g. /root/.ssh): an empty private one is made.
+    [ -d "$2" ] || install -d -m 0700 "$2"
     mount --bind "$host_dir/$1" "$2"
     shift 2
 done
