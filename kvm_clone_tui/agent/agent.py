@@ -348,7 +348,9 @@ NBD_SIMPLE_REPLY_MAGIC = 0x67446698
 NBD_STRUCTURED_REPLY_MAGIC = 0x668E33EF
 NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_OPT_SET_META_CONTEXT = 7, 8, 10
 NBD_REP_ACK, NBD_REP_INFO, NBD_REP_META_CONTEXT = 1, 3, 4
-NBD_CMD_READ, NBD_CMD_DISC, NBD_CMD_BLOCK_STATUS = 0, 2, 7
+NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_DISC, NBD_CMD_FLUSH = 0, 1, 2, 3
+NBD_CMD_WRITE_ZEROES, NBD_CMD_BLOCK_STATUS = 6, 7
+NBD_FLAG_READ_ONLY = 1 << 1
 NBD_REPLY_FLAG_DONE = 1
 NBD_REPLY_NONE, NBD_REPLY_DATA, NBD_REPLY_HOLE, NBD_REPLY_STATUS = 0, 1, 2, 5
 NBD_STATE_HOLE, NBD_STATE_ZERO = 1, 2
@@ -363,7 +365,7 @@ class NBDClient:
 
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
-        self.handle = 0
+        self.handle, self.flags = 0, 0
         self.contexts: dict[int, str] = {}
         self._handshake(export, contexts)
 
@@ -419,15 +421,18 @@ class NBDClient:
             if kind == NBD_REP_ACK:
                 break
             if kind == NBD_REP_INFO and struct.unpack(">H", data[:2])[0] == 0:
-                self.size = struct.unpack(">Q", data[2:10])[0]
+                self.size, self.flags = struct.unpack(">QH", data[2:12])
         if self.size < 0:
             raise AgentError("nbd", "the NBD server did not say the export's size")
 
-    def _request(self, command: int, offset: int, length: int) -> int:
+    def _request(
+        self, command: int, offset: int, length: int, payload: memoryview | None = None
+    ) -> int:
         self.handle += 1
-        self.sock.sendall(
-            struct.pack(">IHHQQI", NBD_REQUEST_MAGIC, 0, command, self.handle, offset, length)
-        )
+        head = struct.pack(">IHHQQI", NBD_REQUEST_MAGIC, 0, command, self.handle, offset, length)
+        self.sock.sendall(head)
+        if payload is not None:
+            self.sock.sendall(payload)
         return self.handle
 
     def _chunks(self, into: memoryview | None, base: int) -> Iterator[tuple[int, bytes]]:
@@ -464,6 +469,27 @@ class NBDClient:
         self._request(NBD_CMD_READ, offset, len(mv))
         for _ in self._chunks(mv, offset):
             pass
+
+    def _done(self) -> None:
+        for _ in self._chunks(None, 0):
+            pass
+
+    def write(self, offset: int, mv: memoryview) -> None:
+        """Write ``mv`` at ``offset`` (the server acknowledges before the next request)."""
+        if self.flags & NBD_FLAG_READ_ONLY:
+            raise AgentError("nbd", "the NBD export is read-only")
+        self._request(NBD_CMD_WRITE, offset, len(mv), mv)
+        self._done()
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Make a range read as zeros (the server may unmap it)."""
+        self._request(NBD_CMD_WRITE_ZEROES, offset, length)
+        self._done()
+
+    def flush(self) -> None:
+        """Everything written so far is on stable storage."""
+        self._request(NBD_CMD_FLUSH, 0, 0)
+        self._done()
 
     def block_status(self, context: str) -> list[tuple[int, int, int]]:
         """(offset, length, flags) runs of the whole export for one meta context."""
@@ -508,14 +534,21 @@ def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def cmd_nbd_send(args: argparse.Namespace) -> int:
     """Like ``send``, reading an NBD export (a backup's point in time) instead of a file."""
     check_path(args.socket, "socket")
-    client = NBDClient(args.socket, args.export, ["base:allocation"])
+    contexts = ["base:allocation"] + ([args.dirty] if args.dirty else [])
+    client = NBDClient(args.socket, args.export, contexts)
     try:
         data: list[tuple[int, int]] = []
         zeros: list[tuple[int, int]] = []
-        for off, n, flags in client.block_status("base:allocation"):
-            if flags & NBD_STATE_HOLE:
-                continue  # unallocated: stays a hole on the destination
-            (zeros if flags & NBD_STATE_ZERO else data).append((off, n))
+        runs = client.block_status("base:allocation")
+        if args.dirty:  # only what changed since the bitmap's checkpoint, holes sent as zeros
+            dirty = _merge([(o, n) for o, n, f in client.block_status(args.dirty) if f & 1])
+            for off, n, flags in _intersect(runs, dirty):
+                (zeros if flags & (NBD_STATE_HOLE | NBD_STATE_ZERO) else data).append((off, n))
+        else:
+            for off, n, flags in runs:
+                if flags & NBD_STATE_HOLE:
+                    continue  # unallocated: stays a hole on the destination
+                (zeros if flags & NBD_STATE_ZERO else data).append((off, n))
         data, zeros = _merge(data), _merge(zeros)
         allocated = sum(n for _, n in data)
         return stream_out(client.size, allocated, data, zeros, client.read_into, args)
@@ -523,11 +556,146 @@ def cmd_nbd_send(args: argparse.Namespace) -> int:
         client.close()
 
 
-class Receiver:
-    """Writes a stream from stdin into ``fd``; ``good``: everything below it is final."""
+def _intersect(
+    runs: list[tuple[int, int, int]], ranges: list[tuple[int, int]]
+) -> Iterator[tuple[int, int, int]]:
+    """The parts of (offset, length, flags) ``runs`` inside sorted, disjoint ``ranges``."""
+    i = 0
+    for off, n, flags in runs:
+        end = off + n
+        while i < len(ranges) and ranges[i][0] + ranges[i][1] <= off:
+            i += 1
+        j = i
+        while j < len(ranges) and ranges[j][0] < end:
+            lo, hi = max(off, ranges[j][0]), min(end, ranges[j][0] + ranges[j][1])
+            if hi > lo:
+                yield lo, hi - lo, flags
+            j += 1
 
-    def __init__(self, fd: int, args: argparse.Namespace) -> None:
-        self.fd, self.args, self.good, self.got = fd, args, 0, 0
+
+class FileSink:
+    """Where a received stream lands: a regular file (``receive``)."""
+
+    def __init__(self, fd: int, inplace: bool) -> None:
+        self.fd, self.inplace = fd, inplace
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def start(self, offset: int) -> None:
+        if not self.inplace:
+            os.ftruncate(self.fd, offset)  # drop what a resumed file holds past start
+
+    def write(self, offset: int, mv: memoryview) -> None:
+        done, n = 0, len(mv)
+        while done < n:  # in 1 MiB pieces: one 4 MiB pwrite costs the kernel 4x more
+            done += os.pwrite(self.fd, mv[done : done + WRITE_CHUNK], offset + done)
+
+    def zero(self, offset: int, length: int) -> None:
+        if self.inplace:
+            punch_hole(self.fd, offset, length)  # the old contents there must read as zeros
+
+    def read_old(self, mv: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(mv):
+            got = os.preadv(self.fd, [mv[done:]], offset + done)
+            if not got:  # past the end: reads as zeros
+                mv[done:] = bytes(len(mv) - done)
+                return
+            done += got
+
+    def written_up_to(self, lo: int, hi: int) -> None:
+        # DONTNEED starts writeback of the newest window and drops the previous one, clean by
+        # now: the final fsync has little left to wait for, and a copy does not push the
+        # host's useful pages out of its cache.
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
+
+    def finish(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+
+class NBDSink:
+    """Where a received stream lands: a writable NBD export (``nbd-receive``; a qcow2 image
+    served by qemu-nbd, so that guest-visible blocks are written through its format)."""
+
+    inplace = True
+
+    def __init__(self, client: NBDClient) -> None:
+        self.client = client
+
+    def size(self) -> int:
+        return int(self.client.size)
+
+    def start(self, offset: int) -> None:
+        pass
+
+    def write(self, offset: int, mv: memoryview) -> None:
+        self.client.write(offset, mv)
+
+    def zero(self, offset: int, length: int) -> None:
+        self.client.write_zeroes(offset, length)
+
+    def read_old(self, mv: memoryview, offset: int) -> None:
+        self.client.read_into(mv, offset)
+
+    def written_up_to(self, lo: int, hi: int) -> None:
+        pass
+
+    def finish(self, size: int) -> None:
+        if size != self.client.size:
+            raise AgentError("size", f"the export has {self.client.size} bytes, the stream {size}")
+        self.client.flush()
+
+
+UNDO_MAGIC = b"KVMCLONE-UNDO1\n"
+UNDO_RECORD = struct.Struct(">QIB")  # offset, length, kind: 0 reads as zeros, 1 data follows
+
+
+class UndoLog:
+    """The old contents of every range a sync overwrites, saved before it is overwritten,
+    so that ``undo-apply`` can put the clone back as it was (``kvm-clone sync --checkpoint``)."""
+
+    def __init__(self, root: str, path: str, sink: Any) -> None:
+        self.sink, self.path, self.old_size = sink, path, sink.size()
+        self.dfd, name = open_parent(root, path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+        try:
+            self.fd = os.open(name, flags, 0o600, dir_fd=self.dfd)
+        except OSError as exc:
+            os.close(self.dfd)
+            raise os_error(exc, path) from None
+        self.out = io.BufferedWriter(io.FileIO(self.fd, "wb", closefd=False), 1 << 20)
+        self.out.write(UNDO_MAGIC + json.dumps({"size": self.old_size}).encode() + b"\n")
+        self.saved = 0
+
+    def save(self, offset: int, length: int) -> None:
+        """Keep what ``[offset, offset + length)`` holds now (only the part below the old end)."""
+        end = min(offset + length, self.old_size)
+        if end <= offset:
+            return
+        mv = memoryview(bytearray(end - offset))
+        self.sink.read_old(mv, offset)
+        if bytes(len(mv)).startswith(mv):
+            self.out.write(UNDO_RECORD.pack(offset, len(mv), 0))
+        else:
+            self.out.write(UNDO_RECORD.pack(offset, len(mv), 1))
+            self.out.write(mv)
+            self.saved += len(mv)
+
+    def close(self) -> None:
+        self.out.flush()
+        os.fsync(self.fd)
+        os.close(self.fd)
+        os.fsync(self.dfd)
+        os.close(self.dfd)
+
+
+class Receiver:
+    """Writes a stream from stdin into a sink; ``good``: everything below it is final."""
+
+    def __init__(self, sink: Any, args: argparse.Namespace, undo: UndoLog | None = None) -> None:
+        self.sink, self.args, self.undo, self.good, self.got = sink, args, undo, 0, 0
         self.inp = io.BufferedReader(io.FileIO(0, "rb", closefd=False), 1 << 18)
 
     def read_into(self, mv: memoryview) -> None:
@@ -554,7 +722,7 @@ class Receiver:
         return obj
 
     def run(self) -> dict[str, Any]:
-        args, fd = self.args, self.fd
+        args, sink, undo = self.args, self.sink, self.undo
         ftype, magic, n = HEADER_STRUCT.unpack(self.read(HEADER_STRUCT.size))
         if ftype != FRAME_HEADER or magic != MAGIC:
             raise AgentError("protocol", "not a kvm-clone stream (bad magic)")
@@ -567,8 +735,7 @@ class Receiver:
             raise AgentError("protocol", f"header {meta} does not match --size {args.size}")
         if not 0 <= start <= size or (start and not args.resume):
             raise AgentError("protocol", f"start offset {start} needs --resume and <= size")
-        if not args.inplace:
-            os.ftruncate(fd, start)  # drop what a resumed file holds past start; size at END
+        sink.start(start)
         self.good = start
         views = [memoryview(bytearray(bs)), memoryview(bytearray(bs))]
         cur, written, zeros, flushed = 0, 0, 0, start
@@ -586,36 +753,36 @@ class Receiver:
             if not 0 < n <= bs or off < self.good or off + n > size:
                 raise AgentError("protocol", f"bad frame: offset {off} length {n} (size {size})")
             if ftype == FRAME_DATA:
-                mv, done = views[cur][:n], 0
+                mv = views[cur][:n]
                 self.read_into(mv)
                 if hasher is not None:
                     hasher.submit(head, mv)  # hashed while this thread writes it and reads on
-                while done < n:  # in 1 MiB pieces: one 4 MiB pwrite costs the kernel 4x more
-                    done += os.pwrite(fd, mv[done : done + WRITE_CHUNK], off + done)
+                if undo is not None:
+                    undo.save(off, n)
+                sink.write(off, mv)
                 written, cur = written + n, cur ^ 1
             else:
-                if args.inplace:
-                    punch_hole(fd, off, n)  # the old contents there must read as zeros
+                if undo is not None and sink.inplace:
+                    undo.save(off, n)
+                sink.zero(off, n)
                 zeros += n
             self.good = off + n
-            if self.good - flushed >= WRITEBACK and hasattr(os, "posix_fadvise"):
-                # DONTNEED starts writeback of the newest window and drops the previous one,
-                # clean by now: the final fsync has little left to wait for, and a copy does
-                # not push the host's useful pages out of its cache.
-                lo = max(start, flushed - WRITEBACK)
-                os.posix_fadvise(fd, lo, self.good - lo, os.POSIX_FADV_DONTNEED)
+            if self.good - flushed >= WRITEBACK:
+                sink.written_up_to(max(start, flushed - WRITEBACK), self.good)
                 flushed = self.good
             progress.update(written + zeros)
         digest = hasher.hexdigest() if hasher is not None else ""
-        os.ftruncate(fd, size)
         if end.get("bytes_sent") != written:
             raise AgentError("digest-mismatch", f"wrote {written} bytes, the sender sent {end}")
         if hasher is not None and end.get("digest") != digest:
             raise AgentError("digest-mismatch", f"digest {digest} != sender's {end.get('digest')}")
         if args.expect_digest and args.expect_digest.lower() != digest:
             raise AgentError("digest-mismatch", f"digest {digest} != expected {args.expect_digest}")
+        sink.finish(size)
         out = dict(ok=True, path=args.dest, size=size, start_offset=start, bytes_written=written)
         out.update(zero_bytes=zeros, digest=digest, end_digest_match=hasher is not None)
+        if undo is not None:
+            out.update(undo=undo.path, undo_bytes=undo.saved, old_size=undo.old_size)
         return dict(out, expected_digest_match=True if args.expect_digest else None)
 
 
@@ -632,7 +799,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
     try:
         try:
             if args.resume or args.inplace:  # O_NONBLOCK: a planted FIFO must not hang us
-                flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+                flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
                 fd = os.open(name, flags, dir_fd=dfd)
             else:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
@@ -642,8 +809,16 @@ def cmd_receive(args: argparse.Namespace) -> int:
             if not stat.S_ISREG(st.st_mode):
                 raise AgentError("path", f"not a regular file: {dest}", dest)
             enlarge_pipe(0)
-            receiver = Receiver(fd, args)
-            result = receiver.run()
+            sink = FileSink(fd, args.inplace)
+            if args.undo and not args.inplace:
+                raise AgentError("usage", "--undo needs --inplace")
+            undo = UndoLog(args.root, args.undo, sink) if args.undo else None
+            receiver = Receiver(sink, args, undo)
+            try:
+                result = receiver.run()
+            finally:
+                if undo is not None:
+                    undo.close()  # kept even after a failure: what was overwritten is in it
             os.fsync(fd)
             result["allocated"] = os.fstat(fd).st_blocks * 512
             os.close(fd)
@@ -670,6 +845,148 @@ def cmd_receive(args: argparse.Namespace) -> int:
     finally:
         os.close(dfd)
     emit(result)
+    return 0
+
+
+def cmd_nbd_receive(args: argparse.Namespace) -> int:
+    """Like ``receive --inplace``, writing into a writable NBD export instead of a file."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _interrupted)
+    check_path(args.socket, "socket")
+    client = NBDClient(args.socket, args.export, [])
+    undo = None
+    try:
+        sink = NBDSink(client)
+        if args.undo:
+            if not args.root:
+                raise AgentError("usage", "--undo needs --root")
+            undo = UndoLog(args.root, args.undo, sink)
+        enlarge_pipe(0)
+        args.dest, args.inplace, args.resume, args.expect_digest = args.socket, True, False, None
+        result = Receiver(sink, args, undo).run()
+    finally:
+        if undo is not None:
+            undo.close()
+        client.close()
+    emit(result)
+    return 0
+
+
+def cmd_undo_apply(args: argparse.Namespace) -> int:
+    """Put back what an undo log saved: into a file under --root, or through an NBD export."""
+    dfd, name = open_parent(args.root, args.undo)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+    except OSError as exc:
+        raise os_error(exc, args.undo) from None
+    finally:
+        os.close(dfd)
+    inp = io.BufferedReader(io.FileIO(fd, "rb"), 1 << 20)
+    client, tfd = None, -1
+    try:
+        if inp.read(len(UNDO_MAGIC)) != UNDO_MAGIC:
+            raise AgentError("protocol", f"not a kvm-clone undo log: {args.undo}")
+        try:
+            old_size = int(json.loads(inp.readline())["size"])
+        except (ValueError, KeyError, TypeError):
+            raise AgentError("protocol", f"bad undo log header: {args.undo}") from None
+        if args.nbd:
+            client = NBDClient(check_path(args.nbd, "socket"), args.export, [])
+            write: Any = client.write
+            zero: Any = client.write_zeroes
+        else:
+            if not args.target:
+                raise AgentError("usage", "undo-apply needs --target FILE or --nbd SOCKET")
+            tdfd, tname = open_parent(args.root, args.target)
+            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+            try:
+                tfd = os.open(tname, flags, dir_fd=tdfd)
+            except OSError as exc:
+                raise os_error(exc, args.target) from None
+            finally:
+                os.close(tdfd)
+            if not stat.S_ISREG(os.fstat(tfd).st_mode):
+                raise AgentError("path", f"not a regular file: {args.target}", args.target)
+            sink = FileSink(tfd, True)
+            write, zero = sink.write, sink.zero
+        restored = records = 0
+        while True:
+            raw = inp.read(UNDO_RECORD.size)
+            if not raw:
+                break
+            if len(raw) != UNDO_RECORD.size:
+                raise AgentError("protocol", f"undo log {args.undo} is truncated")
+            off, n, kind = UNDO_RECORD.unpack(raw)
+            if kind == 1:
+                data = inp.read(n)
+                if len(data) != n:
+                    raise AgentError("protocol", f"undo log {args.undo} is truncated")
+                write(off, memoryview(data))
+            else:
+                zero(off, n)
+            restored, records = restored + n, records + 1
+        if client is not None:
+            client.flush()
+        else:
+            os.ftruncate(tfd, old_size)
+            os.fsync(tfd)
+    finally:
+        inp.close()
+        if client is not None:
+            client.close()
+        if tfd >= 0:
+            os.close(tfd)
+    emit(dict(ok=True, undo=args.undo, records=records, bytes=restored, size=old_size))
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    """Write stdin to a file under --root: a new file, or atomically replacing one (--replace)."""
+    dfd, name = open_parent(args.root, args.path)
+    tmp = f".{name}.put-{os.getpid()}"
+    try:
+        data = sys.stdin.buffer.read(MAX_JSON + 1)
+        if len(data) > MAX_JSON:
+            raise AgentError("usage", "put takes at most 1 MiB")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if args.replace:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        else:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            os.unlink(tmp, dir_fd=dfd)
+        os.fsync(dfd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise os_error(exc, args.path) from None
+    finally:
+        os.close(dfd)
+    emit({"ok": True, "path": args.path, "bytes": len(data)})
+    return 0
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    """Size, times and identity of files (whether a clone's disks changed since a sync)."""
+    out: dict[str, Any] = {}
+    for p in args.path:
+        try:
+            st = os.stat(check_path(p), follow_symlinks=False)
+            out[p] = dict(
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                ctime_ns=st.st_ctime_ns,
+                ino=st.st_ino,
+                dev=st.st_dev,
+            )
+        except OSError as exc:
+            out[p] = os_error(exc, p).as_json()
+    emit(dict(paths=out))
     return 0
 
 
@@ -853,6 +1170,12 @@ def build_parser() -> Parser:
     c.add_argument("--bwlimit", type=parse_size, default=0, help="bytes per second")
     c.add_argument("--start-offset", type=parse_size, default=0, help="resume from here")
     c.add_argument("--no-hash", action="store_true", help="send no digest (--no-verify)")
+    c.add_argument(
+        "--dirty",
+        metavar="CONTEXT",
+        help="send only the blocks this dirty-bitmap meta context marks "
+        "(e.g. qemu:dirty-bitmap:backup-vda); holes there are sent as zeros",
+    )
     c.set_defaults(func=cmd_nbd_send)
     c = sub.add_parser("receive", help="write a stream from stdin to a new file under --root")
     c.add_argument("dest")
@@ -869,7 +1192,33 @@ def build_parser() -> Parser:
         "the rest; DEST is never removed",
     )
     c.add_argument("--mode", type=lambda s: int(s, 8), default=0o600, help="of a new DEST")
+    c.add_argument(
+        "--undo", metavar="FILE", help="with --inplace: save what gets overwritten in FILE (new)"
+    )
     c.set_defaults(func=cmd_receive)
+    c = sub.add_parser("nbd-receive", help="like receive --inplace, into a writable NBD export")
+    c.add_argument("socket")
+    c.add_argument("--export", required=True)
+    c.add_argument("--size", type=int, required=True)
+    c.add_argument("--no-verify", action="store_true", help="no hashing (sender: --no-hash)")
+    c.add_argument("--undo", metavar="FILE", help="save what gets overwritten in FILE (new)")
+    c.add_argument("--root", help="the directory --undo must lie in")
+    c.set_defaults(func=cmd_nbd_receive)
+    c = sub.add_parser("undo-apply", help="put back what an undo log saved")
+    c.add_argument("undo")
+    c.add_argument("--root", required=True, help="the directory UNDO (and TARGET) lie in")
+    c.add_argument("--target", help="the file to restore")
+    c.add_argument("--nbd", metavar="SOCKET", help="restore through this NBD export instead")
+    c.add_argument("--export", default="")
+    c.set_defaults(func=cmd_undo_apply)
+    c = sub.add_parser("put", help="write stdin (<= 1 MiB) to a new file under --root")
+    c.add_argument("path")
+    c.add_argument("--root", required=True)
+    c.add_argument("--replace", action="store_true", help="atomically replace an existing file")
+    c.set_defaults(func=cmd_put)
+    c = sub.add_parser("stat", help="size, mtime/ctime (ns) and inode of files (JSON)")
+    c.add_argument("path", nargs="+")
+    c.set_defaults(func=cmd_stat)
     c = sub.add_parser("hash", help="blake2b-16 of each block; null: reads as zeros (JSON)")
     c.add_argument("path")
     c.add_argument("--block-size", type=block_size, default=DEFAULT_BLOCK_SIZE)

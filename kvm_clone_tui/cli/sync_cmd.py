@@ -21,14 +21,26 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 1
 
 DESCRIPTION = """\
 Bring the clone of VM on DST (made by `kvm-clone clone`) up to date with the source, moving
-only what changed: both hosts hash 64 KiB blocks of each disk file on their own CPU, and only
-the blocks that differ cross the network; blocks that became zero are punched out on the
-clone. The clone's definition follows the source's (memory, vCPUs, devices) and keeps its
-name, UUID, MAC addresses and disk paths.
+only what changed. Two ways to find what changed:
 
-Both VMs must be shut down. The clone is marked as being synced while blocks are written: an
-interrupted sync never passes for a finished one, and running the same sync again resumes and
-completes it.
+  bitmap  the clone (or the last sync) left a checkpoint on the source: QEMU has recorded
+          every block written since in a dirty bitmap, so only those blocks are read and sent;
+          the time does not grow with the disk's size. Needs qcow2 disks without backing
+          chains, a clone nobody started or changed since, and an intact checkpoint. Works
+          while the source runs (an incremental backup at one point in time).
+  hash    both hosts hash 64 KiB blocks of each disk file on their own CPU; only the blocks
+          that differ cross the network, blocks that became zero are punched out. Works for
+          any file; the source must be shut down.
+
+--mode auto (the default) takes bitmap mode when it is valid and says why when it is not. After
+every verified sync a new checkpoint replaces the old one. The clone's definition follows the
+source's (memory, vCPUs, devices) and keeps its name, UUID, MAC addresses and disk paths. The
+clone must be shut down.
+
+The clone is marked as being synced while blocks are written: an interrupted sync never passes
+for a finished one, and running the same sync again resumes and completes it. With --checkpoint
+the old contents of every block the sync overwrites are kept in the clone's pool: a failed sync
+puts the clone back at once, and `kvm-clone revert DST VM` undoes the last sync later.
 """
 
 EPILOG = """\
@@ -36,6 +48,8 @@ examples:
   kvm-clone sync alpha beta web01                 the clone is called web01 on beta too
   kvm-clone sync alpha beta web01 --target-name web01-dr --dry-run
   kvm-clone sync alpha beta web01 --output json | jq .result.changed_bytes
+  kvm-clone sync alpha beta web01 --checkpoint    then, if the new state is bad:
+  kvm-clone revert beta web01                     the clone as it was before that sync
 
 exit codes:
   0    synced          1  failed (run it again to resume)      2  bad usage
@@ -58,8 +72,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--target-name", metavar="NAME", help="the clone's name (default: VM)")
     p.add_argument(
         "--mode",
-        choices=("auto", "hash"),
-        help="auto (default) or hash: compare block hashes on both hosts",
+        choices=("auto", "bitmap", "hash"),
+        help="auto (default: bitmap when valid, else hash), bitmap (refuse when it is not "
+        "valid) or hash (compare block hashes on both hosts)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="keep what the sync overwrites so that `kvm-clone revert` can undo it",
     )
     p.add_argument("--bandwidth-limit", metavar="RATE", help="bytes per second: 100M")
     p.add_argument("--dry-run", action="store_true", help="check and print the plan only")
@@ -87,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target_name is not None:
             validate_vm_name(args.target_name)
         overrides: dict[str, Any] = {"target_name": args.target_name, "mode": args.mode}
+        overrides["checkpoint"] = args.checkpoint or None
         if args.bandwidth_limit:
             overrides["bandwidth_limit"] = parse_bandwidth(args.bandwidth_limit)
     except (ValidationError, ConfigError, ValueError) as exc:
@@ -112,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"synced {outcome.vm} -> {outcome.dest_host}:{outcome.target}: "
             f"{format_bytes(outcome.changed_bytes)} changed, "
-            f"{format_bytes(outcome.bytes_sent)} sent in {outcome.seconds:.1f} s",
+            f"{format_bytes(outcome.bytes_sent)} sent in {outcome.seconds:.1f} s "
+            f"({outcome.mode} mode: {outcome.mode_reason})"
+            + ("; `kvm-clone revert` can undo it" if outcome.revertible else ""),
             highlight=False,
         )
     return EXIT_OK

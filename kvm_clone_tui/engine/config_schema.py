@@ -35,7 +35,7 @@ from kvm_clone_tui.engine.validation import (
 HostKeyPolicy = Literal["strict", "accept-new"]
 CompressMode = Literal["auto", "on", "off"]
 TransferMode = Literal["auto", "direct", "relay"]
-SyncMode = Literal["auto", "hash"]  # bitmap mode (dirty bitmaps) is not available yet
+SyncMode = Literal["auto", "bitmap", "hash"]
 HOST_KEY_POLICIES: tuple[str, ...] = get_args(HostKeyPolicy)
 COMPRESS_MODES: tuple[str, ...] = get_args(CompressMode)
 TRANSFER_MODES: tuple[str, ...] = get_args(TransferMode)
@@ -261,7 +261,8 @@ class SyncConfig:
         default="auto",
         metadata=meta(
             v.choice(*SYNC_MODES),
-            "auto | hash (both hosts hash blocks, only differing blocks move)",
+            "auto | bitmap (only blocks the source's dirty bitmap marks move) | hash "
+            "(both hosts hash blocks, only differing blocks move); auto: bitmap when valid",
         ),
     )
 

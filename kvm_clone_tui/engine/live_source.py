@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
@@ -31,17 +32,23 @@ class LiveSource:
     vm: str
     socket: str
     consistency: str  # application-consistent | crash-consistent
+    bitmaps: dict[str, str] = field(default_factory=dict)  # incremental: target -> NBD context
 
 
 def backup_xml(
-    job_id: str, disks: Sequence[str], all_disks: Sequence[str], scratch_dir: str
+    job_id: str,
+    disks: Sequence[str],
+    all_disks: Sequence[str],
+    scratch_dir: str,
+    incremental: str | None = None,
 ) -> tuple[str, str]:
-    """The ``<domainbackup>`` of a full pull-mode backup; returns (xml, socket path)."""
+    """The ``<domainbackup>`` of a pull-mode backup (full, or incremental since checkpoint
+    ``incremental``); returns (xml, socket path)."""
     socket = posixpath.join(SOCKET_DIR, f"kvmclone-{job_id}.sock")
-    parts = [
-        f"<domainbackup mode='pull'><server transport='unix' socket={quoteattr(socket)}/>",
-        "<disks>",
-    ]
+    parts = ["<domainbackup mode='pull'>"]
+    if incremental is not None:
+        parts.append(f"<incremental>{escape(incremental)}</incremental>")
+    parts += [f"<server transport='unix' socket={quoteattr(socket)}/>", "<disks>"]
     for target in all_disks:
         if target in disks:
             scratch = posixpath.join(scratch_dir, f"{SCRATCH_PREFIX}{job_id}-{target}.qcow2")
@@ -62,9 +69,17 @@ async def backup_begin(
     disks: Sequence[str],
     all_disks: Sequence[str],
     scratch_dir: str,
+    *,
+    checkpoint_xml: str | None = None,
+    incremental: str | None = None,
 ) -> LiveSource:
-    """Start the backup job (freeze, begin, thaw); the exports are ready when this returns."""
-    xml, socket = backup_xml(job_id, disks, all_disks, scratch_dir)
+    """Start the backup job (freeze, begin, thaw); the exports are ready when this returns.
+
+    ``checkpoint_xml`` creates a checkpoint at the same point in time (the next sync's base);
+    ``incremental`` names the checkpoint whose changes the exports' dirty bitmaps show.
+    """
+    xml, socket = backup_xml(job_id, disks, all_disks, scratch_dir, incremental)
+    bitmaps: dict[str, str] = {}
 
     def begin(conn: libvirt.virConnect) -> str:
         dom = conn.lookupByName(vm)
@@ -74,11 +89,15 @@ async def backup_begin(
         except libvirt.libvirtError:
             frozen = False  # no guest agent, or it does not answer: crash-consistent
         try:
-            dom.backupBegin(xml, None, 0)
+            dom.backupBegin(xml, checkpoint_xml, 0)
         finally:
             if frozen:
                 with contextlib.suppress(libvirt.libvirtError):
                     dom.fsThaw()
+        if incremental is not None:
+            for disk in ET.fromstring(dom.backupGetXMLDesc(0)).iter("disk"):
+                if disk.get("exportbitmap") and disk.get("name") in disks:
+                    bitmaps[str(disk.get("name"))] = f"qemu:dirty-bitmap:{disk.get('exportbitmap')}"
         return "application-consistent" if frozen else "crash-consistent"
 
     try:
@@ -87,7 +106,7 @@ async def backup_begin(
         raise LibvirtError(
             src.name, f"cannot start a backup of {vm} for a live clone: {exc.message}"
         ) from exc
-    return LiveSource(vm=vm, socket=socket, consistency=consistency)
+    return LiveSource(vm=vm, socket=socket, consistency=consistency, bitmaps=bitmaps)
 
 
 async def backup_end(src: Host, vm: str) -> None:

@@ -1,10 +1,18 @@
 """Incremental sync: bring an earlier clone up to date, moving only the blocks that differ.
 
-Hash mode (the mode this version has): both hosts hash fixed-size blocks of each disk file on
-their own CPU at the same time, the client compares the lists, and the source sends only the
-differing blocks, which the destination writes in place (blocks that became zero are punched
-out). Disk files are made byte-identical, so qcow2 images, backing layers and NVRAM files sync
-like raw ones. The clone's definition follows the source's (memory, vCPUs, devices) but keeps
+Bitmap mode: the last clone or sync left a checkpoint on the source (checkpoints.py) and the
+clone's files are as that sync left them (a stamp of their size, times and inode is recorded in
+the clone's metadata): the source exports its disks with the checkpoint's dirty bitmap (an
+incremental pull-mode backup when it runs, qemu-nbd when it is shut off), only the marked blocks
+move, written through qemu-nbd into a qcow2 clone (in place into a raw one), and a new checkpoint
+taken at the same point in time replaces the old one once the sync is verified. Nothing is read
+that did not change: the time does not grow with the disk's size.
+
+Hash mode (otherwise, and for shut-off sources only): both hosts hash fixed-size blocks of each
+disk file on their own CPU at the same time, the client compares the lists, and the source sends
+only the differing blocks, which the destination writes in place (blocks that became zero are
+punched out). Disk files are made byte-identical, so qcow2 images, backing layers and NVRAM files
+sync like raw ones. The clone's definition follows the source's (memory, vCPUs, devices) but keeps
 its own name, UUID, MAC addresses and disk paths.
 
 While a sync writes, the clone's ``kvmclone:clone`` metadata says ``sync-state="in-progress"``:
@@ -24,6 +32,8 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 
+from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
+from kvm_clone_tui.engine.checkpoints import BitmapDisk
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.domain_rewrite import (
     KVMCLONE_NS,
@@ -36,6 +46,7 @@ from kvm_clone_tui.engine.domain_rewrite import (
 from kvm_clone_tui.engine.errors import HostError, KVMCloneError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import new_job_id
+from kvm_clone_tui.engine.live_source import backup_begin, backup_end
 from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
@@ -51,12 +62,13 @@ class SyncOptions:
     """How to sync."""
 
     target_name: str | None = None  # the clone's name on the destination (default: VM's name)
-    mode: str = "auto"  # auto | hash
+    mode: str = "auto"  # auto | bitmap | hash
     bandwidth_limit: int | None = None
     verify: bool = True
     parallel: int = 2
     block_size: int = SYNC_BLOCK_SIZE
     no_progress_timeout: float = 120.0
+    checkpoint: bool = False  # keep what the sync overwrites, so that it can be reverted
 
 
 @dataclass(frozen=True)
@@ -85,11 +97,32 @@ class SyncPlan:
     conflicts: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     options: SyncOptions = SyncOptions()
+    source_running: bool = False
+    base_checkpoint: str | None = None  # bitmap mode: the changes since this checkpoint move
+    new_checkpoint: str | None = None  # left on the source for the next sync (qcow2 disks)
+    bitmap_disks: tuple[BitmapDisk, ...] = ()
+    all_targets: tuple[str, ...] = ()
+    virtual_sizes: tuple[tuple[str, int], ...] = ()  # disk target -> bytes the guest sees
+    dest_formats: tuple[tuple[str, str], ...] = ()  # the clone's disk target -> its format
 
     @property
     def ok(self) -> bool:
         """True when nothing refuses the sync."""
         return not self.conflicts
+
+    def undo_files(self) -> list[sync_undo.UndoFile]:
+        """What a checkpointed sync may overwrite, and where the old contents go."""
+        formats, bitmap = dict(self.dest_formats), {d.target for d in self.bitmap_disks}
+        return [
+            sync_undo.UndoFile(
+                p.label,
+                p.dest_path,
+                sync_undo.undo_path(p.dest_path, self.target_uuid, p.label),
+                self.mode == "bitmap" and p.label in bitmap and formats.get(p.label) != "raw",
+                formats.get(p.label, "raw"),
+            )
+            for p in self.pairs
+        ]
 
     def describe(self) -> str:
         """The plan for people (``--dry-run``)."""
@@ -98,6 +131,13 @@ class SyncPlan:
             f"  mode: {self.mode} ({self.mode_reason})",
         ]
         lines += [f"  {p.label:<14} {p.source_path} -> {p.dest_path}" for p in self.pairs]
+        if self.new_checkpoint:
+            lines.append(
+                f"  checkpoint:    {self.base_checkpoint or '(none)'} -> {self.new_checkpoint} "
+                "(on the source, for the next sync)"
+            )
+        if self.options.checkpoint:
+            lines.append("  undo:          what the sync overwrites is kept (kvm-clone revert)")
         lines += [f"  WARNING: {w}" for w in self.warnings]
         lines += [f"  REFUSED: {c}" for c in self.conflicts]
         return "\n".join(lines)
@@ -129,6 +169,9 @@ class SyncResult:
     changed_bytes: int
     bytes_sent: int
     seconds: float
+    mode_reason: str = ""
+    checkpoint: str | None = None  # the source checkpoint the next sync starts from
+    revertible: bool = False  # --checkpoint: `kvm-clone revert` puts the clone back
 
 
 class SyncRefused(KVMCloneError):
@@ -189,21 +232,29 @@ async def build_sync_plan(
         )
     if target.state is not VMState.SHUT_OFF:
         conflicts.append(f"{target_name} on {dest} is {target.state.value}: shut it down first")
-    if vm.state is not VMState.SHUT_OFF:
-        conflicts.append(
-            f"{vm_name} is {vm.state.value}: hash mode reads the disk files, so "
-            "shut it down first (a live clone works on running VMs)"
-        )
+    running = vm.state is not VMState.SHUT_OFF
     if meta.get("sync-state") == "in-progress":
         warnings.append("the last sync was interrupted: this one resumes and completes it")
-    mode_reason = {
-        "auto": "auto: bitmap mode is not available yet, hash mode compares blocks",
-        "hash": "requested",
-    }.get(options.mode)
-    if mode_reason is None:
-        conflicts.append(f"unknown sync mode {options.mode!r}: use auto or hash")
-        mode_reason = ""
     pairs = _pairs(vm, target, conflicts)
+    disks, not_eligible = checkpoints.bitmap_disks(vm)
+    base = meta.get("checkpoint")
+    unavailable = not_eligible
+    if unavailable is None and options.mode != "hash" and not conflicts:
+        unavailable = await _bitmap_unavailable(client, source, dest, vm, target, meta, pairs)
+    mode, mode_reason = "hash", "requested"
+    if options.mode not in ("auto", "bitmap", "hash"):
+        conflicts.append(f"unknown sync mode {options.mode!r}: use auto, bitmap or hash")
+    elif options.mode != "hash" and unavailable is None:
+        mode, mode_reason = "bitmap", f"checkpoint {base} is valid and {target_name} is unchanged"
+    elif options.mode == "bitmap":
+        conflicts.append(f"bitmap mode is impossible: {unavailable} (--mode auto uses hash mode)")
+    elif options.mode == "auto":
+        mode_reason = f"bitmap mode is impossible: {unavailable}"
+    if running and mode != "bitmap":
+        conflicts.append(
+            f"{vm_name} is {vm.state.value} and {mode_reason or 'hash mode was asked for'}: "
+            "hash mode reads the disk files, so shut it down first (or clone it afresh, live)"
+        )
     dest_xml = ""
     if not conflicts:
         try:
@@ -216,21 +267,61 @@ async def build_sync_plan(
             )
         except RewriteError as exc:
             conflicts.append(f"the source's definition cannot be synced: {exc}")
+    job_id = new_job_id()
     return SyncPlan(
-        job_id=new_job_id(),
+        job_id=job_id,
         source_host=source,
         dest_host=dest,
         vm=vm,
         target=target_name,
         target_uuid=target.uuid,
         pairs=tuple(pairs),
-        mode="hash",
+        mode=mode,
         mode_reason=mode_reason,
         dest_xml=dest_xml,
         conflicts=tuple(conflicts),
         warnings=tuple(warnings),
         options=options,
+        source_running=running,
+        base_checkpoint=base if mode == "bitmap" else None,
+        new_checkpoint=checkpoints.checkpoint_name(job_id) if disks else None,
+        bitmap_disks=tuple(disks),
+        all_targets=tuple(d.target for d in vm.disks),
+        virtual_sizes=tuple((d.target, d.virtual_size or 0) for d in vm.disks),
+        dest_formats=tuple((d.target, d.format or "raw") for d in target.disks),
     )
+
+
+async def _bitmap_unavailable(
+    client: KVMCloneClient,
+    source: str,
+    dest: str,
+    vm: VM,
+    target: VM,
+    meta: dict[str, str],
+    pairs: Sequence[FilePair],
+) -> str | None:
+    """Why the changes cannot be taken from the source's dirty bitmaps (None: they can)."""
+    base = meta.get("checkpoint")
+    if meta.get("sync-state") == "reverted":
+        return f"{target.name} was reverted to before its last sync"
+    if not base:
+        return "the last clone or sync left no checkpoint on the source"
+    theirs = {d.target: d for d in target.disks}
+    for disk in (d for d in vm.disks if d.device is DiskDevice.DISK):
+        other = theirs.get(disk.target)
+        if other is None or other.virtual_size != disk.virtual_size:
+            return f"disk {disk.target} was resized on the source"
+        if other.format not in ("qcow2", "raw"):
+            return f"the clone's disk {disk.target} is {other.format}"
+    src, dst = await client.host(source), await client.host(dest)
+    stamp = await sync_undo.disk_stamp(RemoteAgent(dst), [p.dest_path for p in pairs])
+    resuming = meta.get("sync-state") == "in-progress" and meta.get("sync-mode") == "bitmap"
+    if stamp != meta.get("dest-stamp") and not resuming:
+        return f"{target.name}'s disks changed since the last sync (was it started?)"
+    disks, _ = checkpoints.bitmap_disks(vm)
+    running = vm.state is not VMState.SHUT_OFF
+    return await checkpoints.invalid_reason(src, vm.name, base, disks, running)
 
 
 def _synced_definition(
@@ -309,83 +400,328 @@ async def _set_sync_state(dst: Host, uuid: str, attributes: dict[str, str]) -> N
 async def run_sync(
     client: KVMCloneClient, plan: SyncPlan, on_event: EventCallback | None = None
 ) -> SyncResult:
-    """Carry out a sync plan; an interruption leaves the clone marked in-progress."""
+    """Carry out a sync plan.
+
+    An interruption leaves the clone marked in-progress (the next sync resumes), or, with
+    ``--checkpoint``, puts it back as it was before the sync. The source's checkpoint moves
+    forward only after the sync is verified.
+    """
     if not plan.ok:
         raise SyncRefused(plan)
     started = time.monotonic()
-    disks: dict[str, DiskProgress] = {}
+    run = _SyncRun(client, plan, on_event)
+    return await run.go(started)
 
-    def emit(step: str, message: str = "") -> None:
-        if on_event is not None:
-            on_event(JobEvent(plan.job_id, step, message, tuple(disks.values())))
 
-    def progress(disk: DiskProgress) -> None:
-        disks[disk.target] = disk
-        emit("copy")
+class _SyncRun:
+    """The steps of one sync, and what to undo when it fails."""
 
-    src, dst = await client.host(plan.source_host), await client.host(plan.dest_host)
-    src_agent, dst_agent = RemoteAgent(src), RemoteAgent(dst)
-    meta = read_clone_metadata(await client.domain_xml(plan.dest_host, plan.target, inactive=True))
-    await _set_sync_state(
-        dst, plan.target_uuid, {**meta, "sync-state": "in-progress", "sync-job": plan.job_id}
-    )
-    emit("stage", f"{plan.target} marked as being synced (job {plan.job_id})")
-    bs = plan.options.block_size
-    options = TransferOptions(
-        bandwidth_limit=plan.options.bandwidth_limit,
-        verify=plan.options.verify,
-        no_progress_timeout=plan.options.no_progress_timeout,
-    )
-    gate = asyncio.Semaphore(max(1, plan.options.parallel))
+    def __init__(
+        self, client: KVMCloneClient, plan: SyncPlan, on_event: EventCallback | None
+    ) -> None:
+        self.client, self.plan, self.on_event = client, plan, on_event
+        self.disks: dict[str, DiskProgress] = {}
+        self.exports: list[nbd_export.NBDExport] = []
+        first = plan.pairs[0].dest_path if plan.pairs else "/"
+        self.manifest_path = sync_undo.manifest_path(first, plan.target_uuid)
+        self.manifest: dict[str, object] | None = None
+        self.created_checkpoint = False
 
-    async def one(pair: FilePair) -> FileSync:
-        async with gate:
-            (size, mine), (their_size, theirs) = await asyncio.gather(
-                _hashes(src_agent, pair.source_path, bs), _hashes(dst_agent, pair.dest_path, bs)
+    def emit(self, step: str, message: str = "") -> None:
+        if self.on_event is not None:
+            self.on_event(JobEvent(self.plan.job_id, step, message, tuple(self.disks.values())))
+
+    def progress(self, disk: DiskProgress) -> None:
+        self.disks[disk.target] = disk
+        self.emit("copy")
+
+    async def go(self, started: float) -> SyncResult:
+        plan = self.plan
+        self.src = await self.client.host(plan.source_host)
+        self.dst = await self.client.host(plan.dest_host)
+        self.src_agent, self.dst_agent = RemoteAgent(self.src), RemoteAgent(self.dst)
+        old_xml = await self.client.domain_xml(plan.dest_host, plan.target, inactive=True)
+        meta = read_clone_metadata(old_xml)
+        await self._forget_interrupted(meta)
+        if await sync_undo.discard(self.dst, self.dst_agent, self.manifest_path):
+            self.emit("stage", "the previous sync's checkpoint is discarded (only the last counts)")
+        if plan.options.checkpoint:
+            self.manifest = await sync_undo.begin(
+                self.dst_agent,
+                self.manifest_path,
+                job_id=plan.job_id,
+                target=plan.target,
+                uuid=plan.target_uuid,
+                domain_xml=old_xml,
+                metadata=meta,
+                files=plan.undo_files(),
             )
-            ranges = _ranges(mine, theirs, size, their_size, bs)
-            changed = sum(n for _, n in ranges)
-            emit(
-                "plan",
-                f"{pair.label}: {len(ranges)} range(s), {format_bytes(changed)} of "
-                f"{format_bytes(size)} differ",
+        working = {**meta, "sync-state": "in-progress", "sync-job": plan.job_id}
+        working["sync-mode"] = plan.mode
+        if plan.new_checkpoint:
+            working["sync-pending"] = plan.new_checkpoint
+        await _set_sync_state(self.dst, plan.target_uuid, working)
+        self.emit("stage", f"{plan.target} marked as being synced (job {plan.job_id})")
+        self.emit("plan", f"mode {plan.mode}: {plan.mode_reason}")
+        try:
+            files = await self._transfer()
+        except BaseException as exc:
+            cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+            self.emit("failed", "cancelled" if cancelled else str(exc))
+            await asyncio.shield(self._after_failure(old_xml))
+            raise
+        self.emit("verify", "every changed block arrived and its hash matched")
+        if plan.mode == "hash":
+            for pair in plan.pairs:
+                if dict(plan.dest_formats).get(pair.label) == "qcow2":
+                    await checkpoints.strip_bitmaps(self.dst, pair.dest_path)
+        xml = plan.dest_xml
+        await self.dst.libvirt.call(lambda c: c.defineXML(xml))
+        self.emit("define", f"{plan.target}'s definition follows {plan.vm.name}'s")
+        stamp = await sync_undo.disk_stamp(self.dst_agent, [p.dest_path for p in plan.pairs])
+        final = {k: v for k, v in meta.items() if k not in ("sync-job", "sync-pending")}
+        final.update({"sync-state": "synced", "sync-mode": plan.mode, "dest-stamp": stamp})
+        final.pop("checkpoint", None)
+        if plan.new_checkpoint:
+            final["checkpoint"] = plan.new_checkpoint
+        await _set_sync_state(self.dst, plan.target_uuid, final)
+        if self.manifest is not None:
+            await sync_undo.seal(self.dst_agent, self.manifest_path, dict(self.manifest), stamp)
+        old = meta.get("checkpoint")
+        if old and old != plan.new_checkpoint:
+            await self._drop_checkpoint(old, "the previous checkpoint")
+        if plan.new_checkpoint:
+            self.emit(
+                "commit",
+                f"checkpoint {plan.new_checkpoint} on {plan.source_host}: the "
+                "next sync can move only what changes from now on",
             )
-            sent = 0
-            if ranges or size != their_size:
+        changed = sum(f.changed_bytes for f in files)
+        self.emit(
+            "done",
+            f"synced {plan.vm.name} to {plan.dest_host} as {plan.target} "
+            f"({plan.mode} mode): {format_bytes(changed)} changed",
+        )
+        return SyncResult(
+            job_id=plan.job_id,
+            source_host=plan.source_host,
+            dest_host=plan.dest_host,
+            vm=plan.vm.name,
+            target=plan.target,
+            mode=plan.mode,
+            files=tuple(files),
+            changed_bytes=changed,
+            bytes_sent=sum(f.bytes_sent for f in files),
+            seconds=time.monotonic() - started,
+            mode_reason=plan.mode_reason,
+            checkpoint=plan.new_checkpoint,
+            revertible=self.manifest is not None,
+        )
+
+    async def _forget_interrupted(self, meta: dict[str, str]) -> None:
+        """Delete a checkpoint that an interrupted sync created but never recorded."""
+        pending = meta.get("sync-pending")
+        if pending and pending != meta.get("checkpoint"):
+            await self._drop_checkpoint(pending, "an interrupted sync's checkpoint")
+
+    async def _drop_checkpoint(self, name: str, what: str) -> None:
+        try:
+            await checkpoints.delete(self.src, self.plan.vm.name, name, self.plan.bitmap_disks)
+        except KVMCloneError as exc:
+            self.emit("warning", f"{what} {name} stays on {self.plan.source_host}: {exc}")
+
+    async def _after_failure(self, old_xml: str) -> None:
+        for export in self.exports:
+            await nbd_export.stop_quietly(export)
+        if self.created_checkpoint and self.plan.new_checkpoint:
+            await self._drop_checkpoint(self.plan.new_checkpoint, "the new checkpoint")
+        if self.manifest is None:
+            return
+        try:  # --checkpoint: the clone goes back to its state before the sync
+            restored = await sync_undo.apply(self.dst, self.dst_agent, dict(self.manifest))
+            await self.dst.libvirt.call(lambda c: c.defineXML(old_xml))
+            await sync_undo.discard(self.dst, self.dst_agent, self.manifest_path)
+            self.emit(
+                "rollback",
+                f"{self.plan.target} is back as it was before the sync "
+                f"({format_bytes(restored)} restored)",
+            )
+        except Exception as exc:
+            self.emit("warning", f"could not put {self.plan.target} back: {exc}")
+
+    def _options(self) -> TransferOptions:
+        return TransferOptions(
+            bandwidth_limit=self.plan.options.bandwidth_limit,
+            verify=self.plan.options.verify,
+            no_progress_timeout=self.plan.options.no_progress_timeout,
+        )
+
+    async def _transfer(self) -> list[FileSync]:
+        plan = self.plan
+        gate = asyncio.Semaphore(max(1, plan.options.parallel))
+        undo = {f.label: f.undo_path for f in plan.undo_files()} if self.manifest else {}
+        bitmap_labels = {d.target for d in plan.bitmap_disks} if plan.mode == "bitmap" else set()
+        hashed = [p for p in plan.pairs if p.label not in bitmap_labels]
+        if plan.mode == "hash" and plan.new_checkpoint:
+            # Shut off (hash mode): every write from now on is in the new checkpoint's bitmap.
+            await checkpoints.create_offline(
+                self.src, plan.vm.name, plan.new_checkpoint, plan.bitmap_disks, plan.all_targets
+            )
+            self.created_checkpoint = True
+
+        async def hashed_one(pair: FilePair) -> FileSync:
+            async with gate:
+                return await self._hash_sync(pair, undo.get(pair.label))
+
+        if plan.mode != "bitmap":
+            return list(await asyncio.gather(*(hashed_one(p) for p in hashed)))
+        bitmap_files = await self._bitmap_sync(
+            [p for p in plan.pairs if p.label in bitmap_labels], undo, gate
+        )
+        return bitmap_files + list(await asyncio.gather(*(hashed_one(p) for p in hashed)))
+
+    async def _hash_sync(self, pair: FilePair, undo_path: str | None) -> FileSync:
+        bs = self.plan.options.block_size
+        (size, mine), (their_size, theirs) = await asyncio.gather(
+            _hashes(self.src_agent, pair.source_path, bs),
+            _hashes(self.dst_agent, pair.dest_path, bs),
+        )
+        ranges = _ranges(mine, theirs, size, their_size, bs)
+        changed = sum(n for _, n in ranges)
+        self.emit(
+            "plan",
+            f"{pair.label}: {len(ranges)} range(s), {format_bytes(changed)} of "
+            f"{format_bytes(size)} differ",
+        )
+        sent = 0
+        if ranges or size != their_size:
+            item = FileTransfer(
+                pair.label,
+                pair.source_path,
+                pair.dest_path,
+                posixpath.dirname(pair.dest_path),
+                size,
+                changed,
+                ranges=tuple(ranges),
+                inplace=True,
+                undo_path=undo_path,
+            )
+            result = await copy_file(
+                self.src,
+                self.src_agent,
+                self.dst,
+                self.dst_agent,
+                item,
+                self._options(),
+                self.progress,
+            )
+            sent = result.bytes_written
+        return FileSync(pair.label, len(mine), -(-changed // bs), changed, sent, size)
+
+    async def _bitmap_sync(
+        self, pairs: list[FilePair], undo: dict[str, str], gate: asyncio.Semaphore
+    ) -> list[FileSync]:
+        """Send the blocks the base checkpoint's bitmap marks, at a new point in time."""
+        plan = self.plan
+        base, new = plan.base_checkpoint, plan.new_checkpoint
+        assert base is not None and new is not None
+        sources: dict[str, tuple[str, str, str]] = {}
+        live = False
+        if plan.source_running:
+            xml = checkpoints.checkpoint_xml(new, plan.bitmap_disks, plan.all_targets)
+            source = await backup_begin(
+                self.src,
+                plan.vm.name,
+                plan.job_id,
+                [p.label for p in pairs],
+                plan.all_targets,
+                posixpath.dirname(pairs[0].source_path),
+                checkpoint_xml=xml,
+                incremental=base,
+            )
+            live, self.created_checkpoint = True, True
+            self.emit(
+                "stage", f"{plan.vm.name} keeps running: point in time taken ({source.consistency})"
+            )
+            for pair in pairs:
+                if pair.label not in source.bitmaps:
+                    raise KVMCloneError(f"libvirt exported no dirty bitmap for {pair.label}")
+                sources[pair.label] = (source.socket, pair.label, source.bitmaps[pair.label])
+        else:
+            await checkpoints.create_offline(
+                self.src, plan.vm.name, new, plan.bitmap_disks, plan.all_targets
+            )
+            self.created_checkpoint = True
+            for pair in pairs:
+                export = await nbd_export.serve(
+                    self.src,
+                    pair.source_path,
+                    "qcow2",
+                    f"{plan.job_id}-{pair.label}-read",
+                    writable=False,
+                    bitmap=base,
+                )
+                self.exports.append(export)
+                sources[pair.label] = (export.socket, export.export, f"qemu:dirty-bitmap:{base}")
+        sizes, formats = dict(plan.virtual_sizes), dict(plan.dest_formats)
+
+        async def one(pair: FilePair) -> FileSync:
+            socket, export_name, context = sources[pair.label]
+            writer: nbd_export.NBDExport | None = None
+            async with gate:
+                if formats.get(pair.label) == "qcow2":
+                    writer = await nbd_export.serve(
+                        self.dst,
+                        pair.dest_path,
+                        "qcow2",
+                        f"{plan.job_id}-{pair.label}-write",
+                        writable=True,
+                    )
+                    self.exports.append(writer)
                 item = FileTransfer(
                     pair.label,
                     pair.source_path,
                     pair.dest_path,
                     posixpath.dirname(pair.dest_path),
-                    size,
-                    changed,
-                    ranges=tuple(ranges),
+                    sizes[pair.label],
+                    0,
+                    nbd_socket=socket,
+                    nbd_export=export_name,
+                    nbd_dirty=context,
                     inplace=True,
+                    dest_nbd_socket=writer.socket if writer else None,
+                    dest_nbd_export=writer.export if writer else None,
+                    undo_path=undo.get(pair.label),
                 )
-                sent = (
-                    await copy_file(src, src_agent, dst, dst_agent, item, options, progress)
-                ).bytes_written
-            return FileSync(pair.label, len(mine), -(-changed // bs), changed, sent, size)
+                result = await copy_file(
+                    self.src,
+                    self.src_agent,
+                    self.dst,
+                    self.dst_agent,
+                    item,
+                    self._options(),
+                    self.progress,
+                )
+                if writer is not None:
+                    await nbd_export.stop(writer)  # the image is closed and flushed
+                self.emit("plan", f"{pair.label}: {format_bytes(result.bytes_written)} changed")
+                bs = plan.options.block_size
+                changed = result.bytes_written
+                size = sizes[pair.label]
+                return FileSync(
+                    pair.label,
+                    -(-size // bs),
+                    -(-changed // bs),
+                    changed,
+                    result.bytes_written,
+                    size,
+                )
 
-    files = list(await asyncio.gather(*(one(p) for p in plan.pairs)))
-    emit("verify", "every changed block arrived and its hash matched")
-    xml = plan.dest_xml
-    await dst.libvirt.call(lambda c: c.defineXML(xml))
-    emit("define", f"{plan.target}'s definition follows {plan.vm.name}'s")
-    emit(
-        "done",
-        f"synced {plan.vm.name} to {plan.dest_host} as {plan.target}: "
-        f"{format_bytes(sum(f.changed_bytes for f in files))} changed",
-    )
-    return SyncResult(
-        job_id=plan.job_id,
-        source_host=plan.source_host,
-        dest_host=plan.dest_host,
-        vm=plan.vm.name,
-        target=plan.target,
-        mode=plan.mode,
-        files=tuple(files),
-        changed_bytes=sum(f.changed_bytes for f in files),
-        bytes_sent=sum(f.bytes_sent for f in files),
-        seconds=time.monotonic() - started,
-    )
+        try:
+            return list(await asyncio.gather(*(one(p) for p in pairs)))
+        finally:
+            if live:
+                await asyncio.shield(backup_end(self.src, plan.vm.name))
+            for export in self.exports:
+                if export.host is self.src:
+                    await nbd_export.stop_quietly(export)

@@ -1,0 +1,221 @@
+"""Source checkpoints: the dirty bitmaps that let the next sync send only what changed.
+
+A clone (and every sync) leaves one checkpoint on the source VM, named ``kvmclone-<job>``: a
+persistent dirty bitmap of that name in each qcow2 disk plus libvirt's checkpoint metadata. The
+clone's ``kvmclone:clone`` metadata names it; the next sync reads the blocks the bitmap marks
+(bitmap mode, see sync.py) and rolls it forward: the new checkpoint is taken at the sync's point in
+time, the old one is deleted once the sync is verified.
+
+libvirt 9 creates and deletes checkpoints of *running* domains only. For a shut-off domain the
+bitmap is added or removed with ``qemu-img bitmap`` (nothing else has the image open) and the
+checkpoint is (re)defined or deleted as metadata only, which is exactly what libvirt itself would
+find after the VM had been running: when the VM starts, QEMU loads the persistent bitmap and keeps
+recording writes in it, and libvirt can start incremental backups from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
+
+import libvirt
+
+from kvm_clone_tui.engine.errors import HostError, LibvirtError
+from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.models import VM, DiskDevice
+
+CHECKPOINT_PREFIX = "kvmclone-"
+
+
+def checkpoint_name(job_id: str) -> str:
+    """The checkpoint (and bitmap) name a job leaves on the source."""
+    return f"{CHECKPOINT_PREFIX}{job_id}"
+
+
+@dataclass(frozen=True)
+class BitmapDisk:
+    """A source disk that carries the checkpoint's bitmap."""
+
+    target: str
+    path: str
+
+
+def bitmap_disks(vm: VM) -> tuple[list[BitmapDisk], str | None]:
+    """The VM's disks that can carry bitmaps, or why the VM cannot (then the list is empty).
+
+    Every disk must be a qcow2 file without a backing chain: a bitmap records writes to the top
+    image only, and raw images have no place for one.
+    """
+    disks: list[BitmapDisk] = []
+    for disk in vm.disks:
+        if disk.device is not DiskDevice.DISK:
+            continue
+        if disk.source_type != "file" or disk.path is None:
+            return [], f"disk {disk.target} is not a file"
+        if disk.format != "qcow2":
+            return [], f"disk {disk.target} is {disk.format or 'raw'}: dirty bitmaps need qcow2"
+        if disk.backing_chain:
+            return [], f"disk {disk.target} has a backing chain: its bitmap covers the top only"
+        disks.append(BitmapDisk(disk.target, disk.path))
+    if not disks:
+        return [], "the VM has no disk"
+    return disks, None
+
+
+def checkpoint_xml(
+    name: str,
+    disks: Sequence[BitmapDisk],
+    all_targets: Sequence[str],
+    *,
+    domain_xml: str | None = None,
+) -> str:
+    """A ``<domaincheckpoint>``: a bitmap named ``name`` on ``disks``, none on the others.
+
+    With ``domain_xml`` (for a redefinition) the creation time and the domain are included.
+    """
+    with_bitmap = {d.target for d in disks}
+    parts = [f"<domaincheckpoint><name>{_text(name)}</name>"]
+    if domain_xml is not None:
+        parts.append(f"<creationTime>{int(time.time())}</creationTime>")
+    parts.append("<disks>")
+    for target in all_targets:
+        if target in with_bitmap:
+            parts.append(
+                f"<disk name={quoteattr(target)} checkpoint='bitmap' bitmap={quoteattr(name)}/>"
+            )
+        else:
+            parts.append(f"<disk name={quoteattr(target)} checkpoint='no'/>")
+    parts.append("</disks>")
+    if domain_xml is not None:
+        parts.append(domain_xml)
+    parts.append("</domaincheckpoint>")
+    return "".join(parts)
+
+
+def _text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def image_bitmaps(host: Host, path: str) -> dict[str, list[str]]:
+    """The persistent bitmaps of a qcow2 image: name -> flags (``auto``, ``in-use``)."""
+    done = await host.run(
+        ["qemu-img", "info", "--force-share", "--output=json", "-f", "qcow2", path], timeout=60
+    )
+    try:
+        info = json.loads(done.stdout)
+        found = info.get("format-specific", {}).get("data", {}).get("bitmaps", [])
+        return {str(b["name"]): [str(f) for f in b.get("flags", [])] for b in found}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise HostError(host.name, f"cannot read the bitmaps of {path}: {exc}") from exc
+
+
+async def create_offline(
+    host: Host, vm: str, name: str, disks: Sequence[BitmapDisk], all_targets: Sequence[str]
+) -> None:
+    """Checkpoint a shut-off VM: add the bitmaps with qemu-img, then define the metadata."""
+    added: list[BitmapDisk] = []
+    try:
+        for disk in disks:
+            await host.run(
+                ["qemu-img", "bitmap", "--add", "--enable", "-f", "qcow2", disk.path, name],
+                timeout=120,
+            )
+            added.append(disk)
+
+        def redefine(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(vm)
+            if dom.isActive():
+                raise libvirt.libvirtError(f"{vm} was started while kvm-clone was working")
+            inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            xml = checkpoint_xml(name, disks, all_targets, domain_xml=inactive)
+            dom.checkpointCreateXML(xml, libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE)
+
+        await host.libvirt.call(redefine)
+    except BaseException:
+        for disk in added:
+            with contextlib.suppress(Exception):
+                await host.run(["qemu-img", "bitmap", "--remove", disk.path, name], check=False)
+        raise
+
+
+async def delete(host: Host, vm: str, name: str, disks: Sequence[BitmapDisk] | None = None) -> None:
+    """Delete a checkpoint and its bitmaps, whether the VM runs or not (missing: no error).
+
+    Without ``disks``, the VM's qcow2 disk files are taken from its definition.
+    """
+
+    def drop(conn: libvirt.virConnect) -> list[str] | None:
+        """Delete through libvirt when the VM runs; else the image paths to clean."""
+        try:
+            dom = conn.lookupByName(vm)
+        except libvirt.libvirtError:
+            return None  # the VM is gone: nothing to keep clean
+        try:
+            checkpoint = dom.checkpointLookupByName(name)
+        except libvirt.libvirtError:
+            checkpoint = None
+        if dom.isActive():
+            if checkpoint is not None:
+                checkpoint.delete(0)
+            return None
+        if checkpoint is not None:
+            checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+        if disks is not None:
+            return [d.path for d in disks]
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        paths = []
+        for disk in root.iter("disk"):
+            driver, source = disk.find("driver"), disk.find("source")
+            qcow2 = driver is not None and driver.get("type") == "qcow2"
+            if qcow2 and source is not None and source.get("file"):
+                paths.append(str(source.get("file")))
+        return paths
+
+    try:
+        paths = await host.libvirt.call(drop)
+    except LibvirtError as exc:
+        message = f"cannot delete checkpoint {name} of {vm}: {exc.message}"
+        raise LibvirtError(host.name, message) from exc
+    for path in paths or []:
+        if name in await image_bitmaps(host, path):
+            await host.run(["qemu-img", "bitmap", "--remove", path, name], timeout=120)
+
+
+async def invalid_reason(
+    host: Host, vm: str, name: str, disks: Sequence[BitmapDisk], running: bool
+) -> str | None:
+    """Why checkpoint ``name`` cannot serve an incremental sync (None: it can)."""
+
+    def known(conn: libvirt.virConnect) -> bool:
+        try:
+            conn.lookupByName(vm).checkpointLookupByName(name)
+        except libvirt.libvirtError:
+            return False
+        return True
+
+    if not await host.libvirt.call(known):
+        return f"the source has no checkpoint {name} (deleted, or the VM was redefined)"
+    for disk in disks:
+        flags = (await image_bitmaps(host, disk.path)).get(name)
+        if flags is None:
+            return f"disk {disk.target} has no bitmap {name}"
+        if "auto" not in flags:
+            return f"the bitmap of disk {disk.target} is disabled"
+        if "in-use" in flags and not running:
+            return f"the bitmap of disk {disk.target} is inconsistent (QEMU did not stop cleanly)"
+    return None
+
+
+async def strip_bitmaps(host: Host, path: str) -> list[str]:
+    """Remove kvm-clone's bitmaps from a clone's qcow2 image (copied along with its bytes)."""
+    removed: list[str] = []
+    for bitmap in await image_bitmaps(host, path):
+        if bitmap.startswith(CHECKPOINT_PREFIX):
+            await host.run(["qemu-img", "bitmap", "--remove", path, bitmap], timeout=120)
+            removed.append(bitmap)
+    return removed

@@ -1,0 +1,234 @@
+"""``sync --checkpoint``: keep what a sync overwrites on the clone, so it can be put back.
+
+Before a block of the clone is overwritten, the receiving agent appends its old contents to an
+undo log next to the file (``.kvmclone-undo-<uuid>-<label>``, in the same storage pool). A
+manifest (``.kvmclone-undo-<uuid>.json``, next to the clone's first disk) lists the logs, the
+clone's definition before the sync and, once the sync is verified, a stamp of the clone's files
+as the sync left them. ``revert`` applies the logs (refusing when the clone changed since the
+sync), redefines the old definition and removes the logs; a sync that fails half-way is reverted
+from them at once, so the clone is left in its old state rather than a mix. Any later sync
+discards the previous logs: only the last sync can be undone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import posixpath
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kvm_clone_tui.agent.protocol import AgentFailure, parse_result
+from kvm_clone_tui.engine import nbd_export
+from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
+from kvm_clone_tui.engine.errors import HostError, KVMCloneError
+from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.models import DiskDevice, VMState
+from kvm_clone_tui.engine.remote_agent import RemoteAgent
+
+if TYPE_CHECKING:
+    from kvm_clone_tui.engine.client import KVMCloneClient
+
+UNDO_PREFIX = ".kvmclone-undo-"
+
+
+def manifest_path(first_dest_path: str, uuid: str) -> str:
+    """Where the manifest of a clone's undo logs lives."""
+    return posixpath.join(posixpath.dirname(first_dest_path), f"{UNDO_PREFIX}{uuid}.json")
+
+
+def undo_path(dest_path: str, uuid: str, label: str) -> str:
+    """The undo log of one of the clone's files (same directory: same pool)."""
+    return posixpath.join(posixpath.dirname(dest_path), f"{UNDO_PREFIX}{uuid}-{label}")
+
+
+@dataclass(frozen=True)
+class UndoFile:
+    """One file a checkpointed sync may overwrite."""
+
+    label: str
+    dest_path: str
+    undo_path: str
+    nbd: bool  # written through qemu-nbd (a qcow2 image, guest offsets)
+    format: str
+
+
+async def disk_stamp(agent: RemoteAgent, paths: Sequence[str]) -> str:
+    """A fingerprint of files' size, times and identity: it changes when anything writes them."""
+    found = (await agent.call(["stat", *paths]))["paths"]
+    parts = []
+    for path in sorted(paths):
+        st = found.get(path, {})
+        if "error" in st:
+            raise HostError(agent.host.name, f"cannot stat {path}: {st['error']}")
+        parts.append([path, st["size"], st["mtime_ns"], st["ctime_ns"], st["ino"], st["dev"]])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+async def read_manifest(host: Host, path: str) -> dict[str, Any] | None:
+    """The manifest at ``path``, None when there is none."""
+    done = await host.run(["cat", "--", path], check=False)
+    if done.exit_status != 0:
+        return None
+    try:
+        data = json.loads(done.stdout)
+    except ValueError as exc:
+        raise HostError(host.name, f"the undo manifest {path} is damaged: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+async def write_manifest(agent: RemoteAgent, path: str, data: dict[str, Any]) -> None:
+    """Write (or atomically replace) the manifest."""
+    argv = await agent.argv(["put", path, "--root", posixpath.dirname(path), "--replace"])
+    done = await agent.host.run(argv, input=json.dumps(data, indent=1), check=False)
+    try:
+        parse_result(done.stdout)
+    except AgentFailure as exc:
+        raise HostError(agent.host.name, f"cannot write {path}: {exc}") from exc
+
+
+async def discard(host: Host, agent: RemoteAgent, path: str) -> bool:
+    """Remove an earlier sync's undo logs and manifest; True if there were any."""
+    manifest = await read_manifest(host, path)
+    if manifest is None:
+        return False
+    for item in manifest.get("files", []):
+        log = str(item["undo_path"])
+        await agent.call(["remove", log, "--root", posixpath.dirname(log), "--missing-ok"])
+    await agent.call(["remove", path, "--root", posixpath.dirname(path), "--missing-ok"])
+    return True
+
+
+async def begin(
+    agent: RemoteAgent,
+    path: str,
+    *,
+    job_id: str,
+    target: str,
+    uuid: str,
+    domain_xml: str,
+    metadata: dict[str, str],
+    files: Sequence[UndoFile],
+) -> dict[str, Any]:
+    """Write the manifest of a checkpointed sync that is about to start."""
+    manifest: dict[str, Any] = {
+        "job": job_id,
+        "target": target,
+        "uuid": uuid,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "state": "syncing",
+        "domain_xml": domain_xml,
+        "metadata": metadata,
+        "files": [f.__dict__ for f in files],
+    }
+    await write_manifest(agent, path, manifest)
+    return manifest
+
+
+async def seal(agent: RemoteAgent, path: str, manifest: dict[str, Any], stamp: str) -> None:
+    """The sync is verified: record the clone's stamp, which a revert will insist on."""
+    await write_manifest(agent, path, {**manifest, "state": "complete", "stamp_after": stamp})
+
+
+async def apply(host: Host, agent: RemoteAgent, manifest: dict[str, Any]) -> int:
+    """Put back every saved block (files the sync never wrote have no log); bytes restored."""
+    try:
+        return await _apply(host, agent, manifest)
+    except AgentFailure as exc:
+        raise HostError(host.name, f"cannot put the clone back: {exc}") from exc
+
+
+async def _apply(host: Host, agent: RemoteAgent, manifest: dict[str, Any]) -> int:
+    restored = 0
+    for item in manifest.get("files", []):
+        log, dest = str(item["undo_path"]), str(item["dest_path"])
+        root = posixpath.dirname(log)
+        exists = await host.run(["test", "-f", log], check=False)
+        if exists.exit_status != 0:
+            continue
+        if item.get("nbd"):
+            tag = f"undo-{manifest['job']}-{item['label']}"
+            export = await nbd_export.serve(host, dest, str(item["format"]), tag, writable=True)
+            try:
+                args = ["undo-apply", log, "--root", root, "--nbd", export.socket]
+                done = await agent.call([*args, "--export", export.export], timeout=3600)
+            finally:
+                await nbd_export.stop(export)
+        else:
+            done = await agent.call(
+                ["undo-apply", log, "--root", root, "--target", dest], timeout=3600
+            )
+        restored += int(done.get("bytes", 0))
+    return restored
+
+
+class RevertRefused(KVMCloneError):
+    """The clone cannot be put back to before its last sync; nothing was changed."""
+
+
+async def check_revertible(
+    agent: RemoteAgent, manifest: dict[str, Any] | None, paths: Sequence[str], target: str
+) -> None:
+    """Refuse (RevertRefused) unless the clone is exactly as the checkpointed sync left it."""
+    if manifest is None:
+        raise RevertRefused(
+            f"{target} has no checkpoint to go back to: only a sync made with --checkpoint "
+            "can be reverted, and only the last one"
+        )
+    if manifest.get("state") != "complete":
+        raise RevertRefused(f"the checkpointed sync of {target} did not finish: sync it again")
+    if await disk_stamp(agent, paths) != manifest.get("stamp_after"):
+        raise RevertRefused(
+            f"{target}'s disks changed after the sync (was it started?): reverting would mix "
+            "states; sync it again instead"
+        )
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    """What ``revert`` put back."""
+
+    dest_host: str
+    target: str
+    sync_job: str  # the sync that was undone
+    restored_bytes: int
+    seconds: float
+
+
+async def revert(client: KVMCloneClient, dest: str, target: str) -> RevertResult:
+    """Put a clone back as it was before its last sync made with ``--checkpoint``."""
+    from kvm_clone_tui.engine.clone_checkpoint import set_clone_metadata
+
+    started = time.monotonic()
+    vm = (await client.inventory(dest)).vm(target)
+    if vm is None:
+        raise HostError(dest, f"no VM named {target!r} (kvm-clone list {dest})")
+    if vm.state is not VMState.SHUT_OFF:
+        raise RevertRefused(f"{target} on {dest} is {vm.state.value}: shut it down first")
+    first = next((d.path for d in vm.disks if d.device is DiskDevice.DISK and d.path), None)
+    if first is None:
+        raise RevertRefused(f"{target} has no disk file: nothing to revert")
+    host = await client.host(dest)
+    agent = RemoteAgent(host)
+    path = manifest_path(first, vm.uuid)
+    manifest = await read_manifest(host, path)
+    paths = [str(f["dest_path"]) for f in (manifest or {}).get("files", [])]
+    await check_revertible(agent, manifest, paths, target)
+    assert manifest is not None
+    restored = await apply(host, agent, manifest)
+    old_xml = str(manifest["domain_xml"])
+    await host.libvirt.call(lambda c: c.defineXML(old_xml))
+    # The source's checkpoint moved on with the sync: the next sync compares hashes, and
+    # deletes that checkpoint (recorded as pending) on the source.
+    now = read_clone_metadata(await client.domain_xml(dest, target, inactive=True))
+    pending = {"sync-pending": now["checkpoint"]} if now.get("checkpoint") else {}
+    await set_clone_metadata(
+        host, vm.uuid, {"sync-state": "reverted", **pending}, ("checkpoint", "dest-stamp")
+    )
+    await discard(host, agent, path)
+    return RevertResult(
+        dest, target, str(manifest.get("job", "")), restored, time.monotonic() - started
+    )
