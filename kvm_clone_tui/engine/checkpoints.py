@@ -191,22 +191,28 @@ async def invalid_reason(
 ) -> str | None:
     """Why checkpoint ``name`` cannot serve an incremental sync (None: it can)."""
 
-    def known(conn: libvirt.virConnect) -> bool:
+    def known(conn: libvirt.virConnect) -> str | None:
         try:
-            conn.lookupByName(vm).checkpointLookupByName(name)
+            checkpoint = conn.lookupByName(vm).checkpointLookupByName(name)
         except libvirt.libvirtError:
-            return False
-        return True
+            return f"the source has no checkpoint {name} (deleted, or the VM was redefined)"
+        if running:  # QEMU holds the bitmaps: asking for the changed size checks they exist
+            try:
+                checkpoint.getXMLDesc(libvirt.VIR_DOMAIN_CHECKPOINT_XML_SIZE)
+            except libvirt.libvirtError as exc:
+                return f"the running VM lacks the bitmaps of checkpoint {name}: {exc}"
+        return None
 
-    if not await host.libvirt.call(known):
-        return f"the source has no checkpoint {name} (deleted, or the VM was redefined)"
+    reason = await host.libvirt.call(known)
+    if reason is not None or running:
+        return reason
     for disk in disks:
         flags = (await image_bitmaps(host, disk.path)).get(name)
         if flags is None:
             return f"disk {disk.target} has no bitmap {name}"
         if "auto" not in flags:
             return f"the bitmap of disk {disk.target} is disabled"
-        if "in-use" in flags and not running:
+        if "in-use" in flags:
             return f"the bitmap of disk {disk.target} is inconsistent (QEMU did not stop cleanly)"
     return None
 

@@ -10,6 +10,7 @@ chains) get none: their syncs use hash mode.
 
 from __future__ import annotations
 
+import dataclasses
 from xml.sax.saxutils import quoteattr
 
 import libvirt
@@ -40,18 +41,34 @@ def live_xml(plan: ClonePlan, journal: Journal) -> str | None:
     return checkpoints.checkpoint_xml(name, disks, [d.target for d in plan.vm.disks])
 
 
-async def before_copy(src: Host, plan: ClonePlan, journal: Journal) -> str | None:
-    """Checkpoint a shut-off source before its disks are read; returns the name (or None)."""
+async def before_copy(src: Host, plan: ClonePlan, journal: Journal) -> ClonePlan:
+    """Checkpoint a shut-off source before its disks are read.
+
+    Returns the plan with the disk files' new sizes: a bitmap makes a qcow2 file a little
+    bigger, and the copy must take the file as it is now.
+    """
     name = wanted(plan)
     if name is None or plan.live or plan.vm.state is not VMState.SHUT_OFF:
-        return None
+        return plan
     disks, _ = checkpoints.bitmap_disks(plan.vm)
     journal.record.source_checkpoint = name
     journal.save()
     await checkpoints.create_offline(
         src, plan.vm.name, name, disks, [d.target for d in plan.vm.disks]
     )
-    return name
+    paths = [f.source_path for f in plan.files if f.role == "disk"]
+    found = (await RemoteAgent(src).call(["stat", *paths]))["paths"]
+    files = []
+    for file in plan.files:
+        size = found.get(file.source_path, {}).get("size")
+        if file.role == "disk" and isinstance(size, int) and size != file.size:
+            file = dataclasses.replace(file, size=size, allocated=file.allocated + size - file.size)
+            for staged in journal.record.files:
+                if staged.staging == file.staging_path and staged.size >= 0:
+                    staged.size = size
+        files.append(file)
+    journal.save()
+    return dataclasses.replace(plan, files=tuple(files))
 
 
 async def record(dst: Host, plan: ClonePlan, journal: Journal) -> str | None:

@@ -35,6 +35,7 @@ import libvirt
 from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
 from kvm_clone_tui.engine.checkpoints import BitmapDisk
 from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.engine.clone_checkpoint import set_clone_metadata
 from kvm_clone_tui.engine.domain_rewrite import (
     KVMCLONE_NS,
     DiskMapping,
@@ -541,6 +542,12 @@ class _SyncRun:
             restored = await sync_undo.apply(self.dst, self.dst_agent, dict(self.manifest))
             await self.dst.libvirt.call(lambda c: c.defineXML(old_xml))
             await sync_undo.discard(self.dst, self.dst_agent, self.manifest_path)
+            if "dest-stamp" in read_clone_metadata(old_xml):
+                # The same contents as before, in files that were written: stamp them anew,
+                # so that the base checkpoint still serves the next sync.
+                paths = [p.dest_path for p in self.plan.pairs]
+                stamp = await sync_undo.disk_stamp(self.dst_agent, paths)
+                await set_clone_metadata(self.dst, self.plan.target_uuid, {"dest-stamp": stamp})
             self.emit(
                 "rollback",
                 f"{self.plan.target} is back as it was before the sync "

@@ -218,12 +218,13 @@ async def revert(client: KVMCloneClient, dest: str, target: str) -> RevertResult
     paths = [str(f["dest_path"]) for f in (manifest or {}).get("files", [])]
     await check_revertible(agent, manifest, paths, target)
     assert manifest is not None
+    # The checkpoint the sync left on the source: the next sync deletes it (see below).
+    now = read_clone_metadata(await client.domain_xml(dest, target, inactive=True))
     restored = await apply(host, agent, manifest)
     old_xml = str(manifest["domain_xml"])
     await host.libvirt.call(lambda c: c.defineXML(old_xml))
     # The source's checkpoint moved on with the sync: the next sync compares hashes, and
     # deletes that checkpoint (recorded as pending) on the source.
-    now = read_clone_metadata(await client.domain_xml(dest, target, inactive=True))
     pending = {"sync-pending": now["checkpoint"]} if now.get("checkpoint") else {}
     await set_clone_metadata(
         host, vm.uuid, {"sync-state": "reverted", **pending}, ("checkpoint", "dest-stamp")

@@ -568,6 +568,92 @@ def test_resume_completes_a_kept_partial_copy(python: str, src: Path, root: Path
     assert rc == 1 and out["kind"] == "not-found"
 
 
+def test_inplace_update_with_undo_log_is_put_back_by_undo_apply(
+    python: str, src: Path, root: Path
+) -> None:
+    size = src.stat().st_size
+    clone = root / "clone.img"
+    shutil.copyfile(src, clone)
+    before = sha256(clone)
+    newer = root.parent / "newer.img"
+    shutil.copyfile(src, newer)
+    with newer.open("r+b") as f:  # new data, zeros over data, and growth
+        f.seek(2 * MiB)
+        f.write(os.urandom(MiB))
+        f.seek(4 * MiB)
+        f.write(bytes(MiB))
+        f.truncate(size + 3 * MiB)
+    ranges = json.dumps([[2 * MiB, 3 * MiB], [size, 3 * MiB]]).encode()
+    proc = subprocess.run(
+        [python, str(AGENT), "send", str(newer), "--block-size", "1MiB", "--ranges-stdin"],
+        input=ranges,
+        capture_output=True,
+        timeout=120,
+    )
+    undo = root / ".undo-clone"
+    rc, out = receive(
+        python, clone, root, size + 3 * MiB, proc.stdout, "--inplace", "--undo", str(undo)
+    )
+    assert rc == 0, out
+    assert out["old_size"] == size and 0 < out["undo_bytes"] <= 3 * MiB
+    assert sha256(clone) == sha256(newer)
+    rc, out = receive(
+        python, clone, root, size + 3 * MiB, proc.stdout, "--inplace", "--undo", str(undo)
+    )
+    assert rc == 1 and out["kind"] == "exists"  # an undo log is never overwritten
+    rc, out, _ = run(python, "undo-apply", str(undo), "--root", str(root), "--target", str(clone))
+    assert rc == 0, out
+    assert out["size"] == size and sha256(clone) == before
+    undo.write_bytes(undo.read_bytes()[:-10])  # a damaged log is refused, not half-applied
+    rc, out, _ = run(python, "undo-apply", str(undo), "--root", str(root), "--target", str(clone))
+    assert rc == 1 and "truncated" in out["error"]
+    rc, out, _ = run(
+        python, "undo-apply", str(undo), "--root", str(root / "sub"), "--target", str(clone)
+    )
+    assert rc == 1 and out["kind"] == "path"
+
+
+def test_put_writes_new_files_or_replaces_atomically_inside_the_root(
+    python: str, root: Path, tmp_path: Path
+) -> None:
+    target = root / "m.json"
+    rc, out, _ = run(python, "put", str(target), "--root", str(root), stdin=b"one")
+    assert rc == 0 and target.read_bytes() == b"one"
+    rc, out, _ = run(python, "put", str(target), "--root", str(root), stdin=b"two")
+    assert rc == 1 and target.read_bytes() == b"one"
+    rc, out, _ = run(python, "put", str(target), "--root", str(root), "--replace", stdin=b"two")
+    assert rc == 0 and target.read_bytes() == b"two"
+    outside = tmp_path / "outside.json"
+    rc, out, _ = run(python, "put", str(outside), "--root", str(root), stdin=b"x")
+    assert rc == 1 and out["kind"] == "path" and not outside.exists()
+    assert sorted(p.name for p in root.iterdir()) == ["m.json"]  # no temporary left
+
+
+def test_stat_reports_size_times_and_identity(python: str, src: Path, tmp_path: Path) -> None:
+    rc, out, _ = run(python, "stat", str(src), str(tmp_path / "missing"))
+    assert rc == 0
+    st = src.stat()
+    found = out["paths"][str(src)]
+    assert (found["size"], found["mtime_ns"], found["ino"]) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+    assert out["paths"][str(tmp_path / "missing")]["kind"] == "not-found"
+
+
+def test_dirty_ranges_are_cut_out_of_block_status_runs() -> None:
+    runs = [(0, 100, 0), (100, 50, 3), (150, 250, 0)]
+    dirty = [(50, 70), (300, 10), (390, 100)]
+    assert list(agent_mod._intersect(runs, dirty)) == [
+        (50, 50, 0),
+        (100, 20, 3),
+        (300, 10, 0),
+        (390, 10, 0),
+    ]
+    assert list(agent_mod._intersect(runs, [])) == []
+
+
 # ---------------------------------------------------------------- shipping
 
 

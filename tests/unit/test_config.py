@@ -234,7 +234,7 @@ def test_unknown_keys_are_errors_with_close_matches(
         ("clone: {bandwidth_limit: 0}\n", "clone.bandwidth_limit", "positive"),
         ("clone: {pool: 'a/b'}\n", "clone.pool", "bad pool name 'a/b'"),
         ("clone: {pool: 5}\n", "clone.pool", "must be a string (got 5)"),
-        ("sync: {mode: fast}\n", "sync.mode", "auto, hash"),
+        ("sync: {mode: fast}\n", "sync.mode", "auto, bitmap, hash"),
         ("default_hosts: [alpha, '$(id)']\n", "default_hosts", "shell metacharacter '$'"),
         ("default_hosts: [alpha, alpha]\n", "default_hosts", "lists 'alpha' twice"),
         ("default_hosts: 5\n", "default_hosts", "list of hosts"),
