@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients \
 	qemu-system-x86 qemu-utils openssh-server openssh-client libvirt-dev pkg-config gcc \
 	python3 python3-dev python3-venv busybox-static cpio ovmf genisoimage util-linux iproute2 procps \
-	rsync zstd tmux librsvg2-bin
+	rsync zstd tmux librsvg2-bin swtpm swtpm-tools
 
 .PHONY: help deps apt venv lab-up lab-down lab-status demo test lint typecheck pytest format screenshots clean
 

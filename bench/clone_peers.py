@@ -567,12 +567,13 @@ class Sampler:
 
     def cpu_by_kind(self) -> dict[str, float]:
         """CPU seconds used during the run, per kind of process."""
-        out: collections.Counter[str] = collections.Counter()
+        out: dict[str, float] = {}
         for pid, cpu in self._last.items():
             delta = cpu - self._base.get(pid, 0.0)
             if delta > 0:
-                out[self._kind.get(pid, "other")] += delta
-        return dict(out)
+                kind = self._kind.get(pid, "other")
+                out[kind] = out.get(kind, 0.0) + delta
+        return out
 
 
 # -- running a tool -------------------------------------------------------------------------------

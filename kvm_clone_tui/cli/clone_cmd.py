@@ -30,7 +30,9 @@ addresses. The copy goes straight from SRC to DST when your SSH agent can be for
 It is a transaction: files are staged in the destination pool under partial names and only
 renamed and defined once all of them arrived intact. Any failure, Ctrl-C or timeout rolls back;
 after a crash or kill -9, the next clone of the same VM (or `kvm-clone recover`) finishes the
-rollback. The source VM is only ever read. Defaults come from the `clone` section of the
+rollback. With --idempotent, an interrupted run keeps what it staged and the next run (or
+`kvm-clone resume`) resumes it: only blocks that are missing or differ from the source are
+sent. The source VM is only ever read. Defaults come from the `clone` section of the
 config (`kvm-clone config show`).
 """
 
@@ -38,16 +40,18 @@ EPILOG = """\
 examples:
   kvm-clone clone alpha beta web01 --dry-run          what would happen, nothing copied
   kvm-clone clone alpha beta web01 --new-name web02 --start
-  kvm-clone clone alpha beta db01 --idempotent        safe to re-run: exits 0 if done
+  kvm-clone clone alpha beta db01 --idempotent        safe to re-run: exits 0 if done,
+                                                      resumes an interrupted run
   kvm-clone clone alpha beta web01 --force            replace beta's web01 once verified
   kvm-clone clone alpha beta web01 --output json | jq .result.bytes_copied
 
 exit codes:
   0    cloned (or already done with --idempotent)
-  1    failed: everything was rolled back (the message says why)
+  1    failed: everything was rolled back (the message says why); with --idempotent a
+       failure before the commit keeps the staged files for the next run to resume
   2    bad usage: hostile names, bad options, bad config
   4    refused by the plan (name taken, no space, ...): nothing was copied
-  130  interrupted (Ctrl-C): rolled back
+  130  interrupted (Ctrl-C): rolled back (--idempotent: kept for the next run to resume)
 """
 
 
@@ -78,7 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--idempotent",
         action="store_true",
-        help="succeed without copying when DST already has this clone",
+        help="safe to re-run: succeed without copying when DST already has this clone; "
+        "resume an interrupted run of it (only missing or differing blocks are sent); a "
+        "failure or Ctrl-C keeps what was staged for the next run",
     )
     p.add_argument("--start", action="store_true", default=None, help="start the clone")
     p.add_argument(
@@ -110,6 +116,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="skip hashing (faster on slow CPUs; a broken stream goes unnoticed)",
     )
     p.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="leave no checkpoint (dirty bitmap) on the source: syncs of this clone then "
+        "compare block hashes instead of reading only the changed blocks",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         metavar="S",
@@ -120,14 +132,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     r = subparsers.add_parser(
         "recover",
-        help="roll back clones interrupted by a crash or kill -9",
+        help="roll back clones interrupted by a crash or kill -9 (`resume` finishes them)",
         description=(
             "Find the journals of clones that were interrupted (the client was killed, the "
             "machine died) and roll each back on its destination: the partial files are "
             "removed, a VM defined by the job is undefined, a VM that --force was replacing is "
             "restored, and a live clone's backup job on the source is ended. The source VM is "
             "never touched. Journals live in the user state directory "
-            "($KVM_CLONE_STATE_DIR/jobs)."
+            "($KVM_CLONE_STATE_DIR/jobs). To finish them from what they copied instead, "
+            "use `kvm-clone resume`."
         ),
         epilog="example:\n  kvm-clone recover --output json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -149,6 +162,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "parallel": args.parallel,
         "no_progress_timeout": args.timeout,
         "verify": False if args.no_verify else None,
+        "checkpoint": False if args.no_checkpoint else None,
     }
     if args.bandwidth_limit:
         overrides["bandwidth_limit"] = parse_bandwidth(args.bandwidth_limit)
@@ -186,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
             lambda progress: _run(args, options, progress), args.output, console
         )
     except KeyboardInterrupt:
-        print("kvm-clone clone: interrupted: rolled back", file=sys.stderr)
+        kept = "staged files kept: run it again to resume" if args.idempotent else "rolled back"
+        print(f"kvm-clone clone: interrupted: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except CloneRefused as exc:
         return _report_plan(args, exc.plan, console, refused=True)
@@ -206,6 +221,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{outcome.route}"
             )
         )
+        if outcome.resumed_from:
+            note += (
+                f" (resumed job {outcome.resumed_from}: "
+                f"{outcome.bytes_reused / 2**20:.1f} MiB were already there)"
+            )
         console.print(
             f"cloned {outcome.vm} -> {outcome.dest_host}:{outcome.new_name}{note}", highlight=False
         )

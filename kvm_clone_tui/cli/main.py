@@ -6,7 +6,15 @@ import argparse
 from collections.abc import Sequence
 
 from kvm_clone_tui import __version__
-from kvm_clone_tui.cli import clone_cmd, config_cmd, lab_cmd, list_cmd, sync_cmd
+from kvm_clone_tui.cli import (
+    clone_cmd,
+    config_cmd,
+    lab_cmd,
+    list_cmd,
+    resume_cmd,
+    revert_cmd,
+    sync_cmd,
+)
 from kvm_clone_tui.tui import command as tui_command
 
 DESCRIPTION = """\
@@ -42,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     tui_command.add_parser(sub)
     list_cmd.add_parser(sub)
     clone_cmd.add_parser(sub)
+    resume_cmd.add_parser(sub)
     sync_cmd.add_parser(sub)
+    revert_cmd.add_parser(sub)
     config_cmd.add_parser(sub)
     lab_cmd.add_parser(sub)
     return parser

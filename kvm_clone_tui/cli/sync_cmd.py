@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             f"{format_bytes(outcome.changed_bytes)} changed, "
             f"{format_bytes(outcome.bytes_sent)} sent in {outcome.seconds:.1f} s "
             f"({outcome.mode} mode: {outcome.mode_reason})"
+            + (f", {outcome.consistency}" if outcome.consistency else "")
             + ("; `kvm-clone revert` can undo it" if outcome.revertible else ""),
             highlight=False,
         )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from kvm_clone_tui.engine.clone import CloneResult
     from kvm_clone_tui.engine.plan import ClonePlan
     from kvm_clone_tui.engine.sync import SyncOptions, SyncPlan, SyncResult
+    from kvm_clone_tui.engine.sync_undo import RevertResult
 
 
 @dataclass(frozen=True)
@@ -198,11 +199,18 @@ class KVMCloneClient:
         ``overrides`` are CloneOptions fields (``new_name="web02"``, ``start=True``...);
         ``on_event`` receives the transaction log and per-disk progress. Raises CloneRefused
         when the plan has conflicts (nothing copied), or the error that made it roll back
-        (CloneFailed, without rolling back, when ``auto_rollback`` is False).
+        (CloneFailed, without rolling back, when ``auto_rollback`` is False). With
+        ``idempotent``, an interrupted run of the same clone is resumed (``engine/resume.py``).
         """
         from kvm_clone_tui.engine.clone import run_clone
 
         options = options or CloneOptions.from_config(self.config, **overrides)
+        if options.idempotent:
+            from kvm_clone_tui.engine.resume import clone_or_resume
+
+            return await clone_or_resume(
+                self, source, dest, vm, options, on_event, auto_rollback=auto_rollback
+            )
         new_name = options.new_name or vm
         for journal in unfinished():
             record = journal.record
@@ -247,6 +255,21 @@ class KVMCloneClient:
         plan = await self.plan_sync(source, dest, vm, options or self.sync_options(**overrides))
         return await run_sync(self, plan, on_event)
 
+    async def run_sync_plan(
+        self, plan: SyncPlan, on_event: Callable[[JobEvent], None] | None = None
+    ) -> SyncResult:
+        """Carry out a plan from :meth:`plan_sync` (e.g. after the operator confirmed it)."""
+        from kvm_clone_tui.engine.sync import run_sync
+
+        return await run_sync(self, plan, on_event)
+
+    async def revert_sync(self, dest: str, target: str) -> RevertResult:
+        """Put the clone ``target`` on ``dest`` back as it was before its last sync made with
+        ``checkpoint=True`` (refused when the clone changed since)."""
+        from kvm_clone_tui.engine.sync_undo import revert
+
+        return await revert(self, dest, target)
+
     def sync_options(self, **overrides: object) -> SyncOptions:
         """Sync options with the config's defaults, then ``overrides`` (None ignored)."""
         from kvm_clone_tui.engine.sync import SyncOptions
@@ -260,6 +283,23 @@ class KVMCloneClient:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return SyncOptions(**values)  # type: ignore[arg-type]
+
+    async def resume_job(
+        self,
+        job_id: str,
+        on_event: Callable[[JobEvent], None] | None = None,
+        *,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        """Finish an interrupted clone from the files it staged (``kvm-clone resume JOB``).
+
+        Only differing or missing blocks are sent; a job that cannot resume (live clone, begun
+        commit, changed source) is rolled back and cloned afresh. Raises ResumeError for an
+        unknown job or one that another live process still runs.
+        """
+        from kvm_clone_tui.engine.resume import resume_job
+
+        return await resume_job(self, job_id, on_event, auto_rollback=auto_rollback)
 
     async def rollback_job(
         self, job_id: str, on_event: Callable[[JobEvent], None] | None = None

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import libvirt
 
+from kvm_clone_tui.engine import clone_checkpoint
+from kvm_clone_tui.engine.block_compare import resume_file
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.errors import HostError, KVMCloneError
 from kvm_clone_tui.engine.hosts import Host
@@ -45,6 +48,13 @@ from kvm_clone_tui.engine.live_source import LiveSource, backup_begin, backup_en
 from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.resume import adopt_staged, keep_for_resume, options_record
+from kvm_clone_tui.engine.tpm_state import (
+    commit_tpm_state,
+    drop_replaced_tpm_state,
+    rollback_tpm_state,
+    stage_tpm_state,
+)
 from kvm_clone_tui.engine.transfer import (
     DirectRouteUnavailable,
     FileTransfer,
@@ -98,6 +108,8 @@ class CloneResult:
     already_done: bool = False
     warnings: tuple[str, ...] = ()
     consistency: str | None = None  # live clones: application- or crash-consistent
+    resumed_from: str | None = None  # the interrupted job whose staged files this one finished
+    bytes_reused: int = 0  # data bytes a resume found staged and verified, not sent again
 
 
 class _Events:
@@ -136,7 +148,13 @@ def _journal_for(plan: ClonePlan) -> Journal:
             new_uuid=plan.new_uuid,
             pool=plan.pool,
             pool_path=plan.pool_path,
-            files=[StagedFile(f.staging_path, f.final_path) for f in plan.files],
+            files=[
+                StagedFile(f.staging_path, f.final_path, source=f.source_path, size=f.size)
+                for f in plan.files
+            ],
+            live=plan.live,
+            source_uuid=plan.vm.uuid,
+            options=options_record(plan.options),
         )
     )
 
@@ -147,12 +165,16 @@ async def run_clone(
     on_event: EventCallback | None = None,
     *,
     auto_rollback: bool = True,
+    adopt: Journal | None = None,
 ) -> CloneResult:
     """Carry out ``plan``; on any failure or cancellation roll back, then re-raise.
 
     With ``auto_rollback=False`` a failure (not a cancellation) leaves the staged files and
     the journal for the caller to decide: it raises :class:`CloneFailed`, and
     ``KVMCloneClient.rollback_job(job_id)`` rolls back later (the TUI's rollback prompt).
+    With ``--idempotent`` a failure or cancellation before the commit keeps them to resume.
+    ``adopt``: an interrupted job of the same clone whose staged files this one takes over
+    and finishes (``engine/resume.py``).
     """
     if not plan.ok:
         raise CloneRefused(plan)
@@ -190,6 +212,12 @@ async def run_clone(
     try:
         for warning in plan.warnings:
             events.step("warning", warning)
+        if adopt is not None:
+            await adopt_staged(client, dst, journal, adopt, plan.total_bytes, events.step)
+        await _stage_tpm(src, dst, plan, journal, events)
+        plan = await clone_checkpoint.before_copy(src, plan, journal)
+        if journal.record.source_checkpoint:
+            events.step("stage", f"checkpoint {journal.record.source_checkpoint} on the source")
         results, route = await _copy_all(src, dst, dst_agent, plan, journal, events)
         journal.step(COPIED, "every file arrived and its hash matched")
         events.step("verify", ", ".join(f"{r.label} {r.digest[:16]}" for r in results))
@@ -202,14 +230,17 @@ async def run_clone(
             await dst_agent.call(["rename", staged.staging, staged.final, "--root", plan.pool_path])
             staged.committed = True
             journal.save()
+        await commit_tpm_state(dst, journal)
         await dst.libvirt.call(lambda c: c.defineXML(xml))
         journal.record.defined = True
         journal.step(COMMITTED, f"{plan.new_name} defined on {plan.dest_host}")
         events.step("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})")
+        await _record_checkpoint(dst, plan, journal, events)
         for aside in journal.record.replaced_files:
             await dst_agent.call(
                 ["remove", aside.staging, "--root", plan.pool_path, "--missing-ok"]
             )
+        await drop_replaced_tpm_state(dst, journal.record.replaced_xml)
         started = False
         if plan.options.start:
             await dst.libvirt.call(lambda c: c.lookupByUUIDString(plan.new_uuid).create())
@@ -220,6 +251,11 @@ async def run_clone(
     except BaseException as exc:
         cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
         events.step("failed", "cancelled" if cancelled else str(exc))
+        if keep_for_resume(plan, journal):
+            _keep_for_resume(journal, events, "cancelled" if cancelled else str(exc))
+            if isinstance(exc, Exception):
+                raise CloneFailed(plan.job_id, journal, exc) from exc
+            raise
         if not auto_rollback and not cancelled and isinstance(exc, Exception):
             journal.step(FAILED, f"kept for the operator to decide: {exc}")
             raise CloneFailed(plan.job_id, journal, exc) from exc
@@ -239,7 +275,30 @@ async def run_clone(
         started=started,
         warnings=plan.warnings,
         consistency=events.consistency,
+        resumed_from=journal.record.adopted_from,
+        bytes_reused=sum(f.reused for f in journal.record.files),
     )
+
+
+def _keep_for_resume(journal: Journal, events: _Events, why: str) -> None:
+    """Journal an interrupted ``--idempotent`` clone as failed, its staged files kept."""
+    journal.step(FAILED, f"kept for resume: {why}")
+    job = journal.record.job_id
+    events.step(
+        "failed",
+        f"staged files kept: run the same command again or `kvm-clone resume {job}` to "
+        "continue from what arrived, `kvm-clone recover` to roll back",
+    )
+
+
+async def _stage_tpm(
+    src: Host, dst: Host, plan: ClonePlan, journal: Journal, events: _Events
+) -> None:
+    """Stage the emulated TPM's state (small) before the disks; journalled for rollback."""
+    if plan.tpm is None:
+        return
+    digest = await stage_tpm_state(src, dst, plan.tpm, journal)
+    events.step("stage", f"tpm: state staged in {plan.tpm.staging_dir} (sha256 {digest[:16]})")
 
 
 async def _copy_all(
@@ -273,10 +332,12 @@ async def _copy_all(
             file.allocated,
             nbd_socket=live.socket if live is not None and file.live_export else None,
             nbd_export=file.live_export,
+            keep_partial=True,  # a kill -9 leaves what arrived for a resume (or a rollback)
         )
+        copy = _copier(journal, file, events)
         async with gate:
             try:
-                return await copy_file(
+                return await copy(
                     src, src_agent, dst, dst_agent, item, state["options"], events.progress
                 )
             except DirectRouteUnavailable as exc:
@@ -284,7 +345,7 @@ async def _copy_all(
                     raise
                 state["options"] = replace(state["options"], direct=None)
                 events.step("warning", f"direct copy impossible ({exc.message}); relaying")
-                return await copy_file(
+                return await copy(
                     src, src_agent, dst, dst_agent, item, state["options"], events.progress
                 )
 
@@ -301,6 +362,7 @@ async def _copy_all(
             exports,
             [d.target for d in plan.vm.disks],
             posixpath.dirname(first),
+            checkpoint_xml=clone_checkpoint.live_xml(plan, journal),
         )
         events.consistency = live.consistency
         events.step(
@@ -340,6 +402,27 @@ async def _copy_all(
             events.step("stage", f"{file.label}: converted to {file.format}")
     route = "relay" if state["options"].direct is None else "direct"
     return results, route
+
+
+def _copier(
+    journal: Journal, file: FilePlan, events: _Events
+) -> Callable[..., Awaitable[TransferResult]]:
+    """How to move ``file``: a whole copy, or finishing a staged file a resume adopted."""
+    staged = next((f for f in journal.record.files if f.staging == file.staging_path), None)
+    if staged is None or not staged.resume:
+        return copy_file
+    return functools.partial(resume_file, staged=staged, journal=journal, note=events.step)
+
+
+async def _record_checkpoint(dst: Host, plan: ClonePlan, journal: Journal, events: _Events) -> None:
+    """Name the source checkpoint in the clone's metadata (a failure only costs bitmap mode)."""
+    try:
+        name = await clone_checkpoint.record(dst, plan, journal)
+    except KVMCloneError as exc:
+        events.step("warning", f"the first sync will use hash mode: {exc}")
+        return
+    if name is not None:
+        events.step("commit", f"checkpoint {name} on {plan.source_host}: syncs move only changes")
 
 
 async def _rebase(dst: Host, plan: ClonePlan, events: _Events) -> None:
@@ -385,7 +468,9 @@ async def _move_replaced_aside(
         await agent.call(["rename", path, aside_path, "--root", plan.pool_path])
     await dst.libvirt.call(
         lambda c: c.lookupByName(plan.new_name).undefineFlags(
-            libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+            | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM  # restorable until commit
         )
     )
     events.step("commit", f"the old {plan.new_name} is undefined; its files are kept aside")
@@ -419,6 +504,7 @@ async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | N
             staged.committed = False
         except (HostError, KVMCloneError, Exception) as exc:
             problems.append(f"{path}: {exc}")
+    problems += await rollback_tpm_state(dst, record)
     for temporary in record.temporaries:
         try:
             await agent.call(["remove", temporary, "--root", record.pool_path, "--missing-ok"])
@@ -430,6 +516,11 @@ async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | N
             record.source_backup = False
         except Exception as exc:
             problems.append(f"ending the backup job of {record.vm} on {record.source_host}: {exc}")
+    if record.source_checkpoint:
+        try:
+            await clone_checkpoint.forget(await client.host(record.source_host), journal)
+        except Exception as exc:
+            problems.append(f"deleting checkpoint {record.source_checkpoint} of {record.vm}: {exc}")
     for aside in record.replaced_files:
         try:
             await agent.call(["rename", aside.staging, aside.final, "--root", record.pool_path])

@@ -25,7 +25,10 @@ from kvm_clone_tui.engine.remote_agent import RemoteAgent
 
 
 def wanted(plan: ClonePlan) -> str | None:
-    """The checkpoint this clone leaves on the source, None when its disks cannot have one."""
+    """The checkpoint this clone leaves on the source, None when its disks cannot have one
+    (or ``--no-checkpoint``)."""
+    if not plan.options.checkpoint:
+        return None
     disks, why = checkpoints.bitmap_disks(plan.vm)
     return checkpoints.checkpoint_name(plan.job_id) if why is None and disks else None
 

@@ -27,6 +27,7 @@ class CloneOptions:
     parallel: int = 2
     verify: bool = True
     no_progress_timeout: float = 120.0
+    checkpoint: bool = True  # leave a checkpoint on the source so that syncs use bitmap mode
 
     @classmethod
     def from_config(cls, config: Config, **overrides: object) -> CloneOptions:

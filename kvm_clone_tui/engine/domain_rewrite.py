@@ -4,7 +4,10 @@
 decided (new name and UUID, where each disk goes, the new NVRAM file, which CD-ROM images exist
 on the destination) and returns the XML to define on the destination, the warnings to show and
 the MAC addresses it changed. Everything it cannot clone faithfully (block, network, volume and
-LUN disks, TPM state) is refused with a :class:`RewriteError` that names the device.
+LUN disks, a TPM whose state libvirt keeps elsewhere than its own swtpm directory) is refused
+with a :class:`RewriteError` that names the device. An emulated TPM is kept as it is: libvirt
+finds its state by the domain's UUID, and the planner copies that state under the new UUID
+(``engine/tpm_state.py``).
 
 The input is untrusted: documents with a DOCTYPE (and so any entity declaration) are refused
 before they are parsed into a tree. Unknown elements are kept, and namespace prefixes keep the
@@ -504,9 +507,14 @@ class _Rewriter:
             backend = tpm.find("backend")
             backend_type = backend.get("type") if backend is not None else None
             if backend_type == "emulator":
-                raise RewriteError(
-                    "TPM state copy is not supported yet; remove the TPM or clone it manually"
-                )
+                assert backend is not None
+                # Newer libvirt can keep the state elsewhere (<source type='dir|file'>); only
+                # libvirt's own per-UUID directory is copied (engine/tpm_state.py).
+                if backend.find("source") is not None:
+                    raise RewriteError(
+                        "the TPM keeps its state in a place of its own (<backend><source>): "
+                        "not supported; remove the <source> to use libvirt's default location"
+                    )
             if backend_type == "passthrough":
                 self.warn("tpm: the host's TPM is passed through; it must exist on the destination")
 

@@ -3,7 +3,9 @@
 Each job has one JSON file in the client's state directory (``<state>/jobs/<job id>.json``),
 replaced atomically at every step. On the destination, staged files carry the job id in their
 names (``.kvmclone-partial-<job id>-...``), so they are recognisable there too. After a crash or
-``kill -9`` the next run (or ``kvm-clone recover``) reads unfinished journals and rolls back.
+``kill -9`` the next run (or ``kvm-clone recover``) reads unfinished journals and rolls back;
+``kvm-clone resume`` (or ``clone --idempotent``) instead hands a job's staged files to a new job
+that compares them with the source block by block and copies only what is missing or differs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import platformdirs
 
 #: Journal states: where a job stands.
-PLANNED, COPYING, COPIED, COMMITTING, COMMITTED, DONE, ROLLED_BACK, FAILED = (
+PLANNED, COPYING, COPIED, COMMITTING, COMMITTED, DONE, ROLLED_BACK, FAILED, ADOPTED = (
     "planned",
     "copying",
     "copied",
@@ -28,8 +30,9 @@ PLANNED, COPYING, COPIED, COMMITTING, COMMITTED, DONE, ROLLED_BACK, FAILED = (
     "done",
     "rolled-back",
     "failed",
+    "adopted",  # a resuming job took over its staged files (``adopted_by`` names it)
 )
-FINISHED = frozenset({DONE, ROLLED_BACK})
+FINISHED = frozenset({DONE, ROLLED_BACK, ADOPTED})
 STAGING_PREFIX = ".kvmclone-partial-"
 
 
@@ -52,6 +55,10 @@ class StagedFile:
     staging: str
     final: str
     committed: bool = False
+    source: str = ""  # the source file (empty in journals of older versions)
+    size: int = -1  # the source file's size when the job was planned (-1: unknown)
+    resume: bool = False  # adopted from an interrupted job: compare blocks, send what differs
+    reused: int = 0  # data bytes a resume found already there and verified by block hashes
 
 
 @dataclass
@@ -74,6 +81,13 @@ class JournalRecord:
     replaced_files: list[StagedFile] = field(default_factory=list)  # its disks, moved aside
     temporaries: list[str] = field(default_factory=list)  # destination files removed at commit
     source_backup: bool = False  # a live clone's backup job runs on the source VM
+    source_checkpoint: str | None = None  # the checkpoint this clone created on the source
+    tpm_state: list[StagedFile] = field(default_factory=list)  # swtpm dirs, outside the pool
+    live: bool = False  # a live clone: its staged data is of a point in time that is gone
+    source_uuid: str = ""  # the source VM's UUID (empty in journals of older versions)
+    options: dict[str, Any] = field(default_factory=dict)  # CloneOptions, to plan it again
+    adopted_from: str | None = None  # the interrupted job whose staged files this one resumes
+    adopted_by: str | None = None  # the job that took over this one's staged files
     log: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     owner_pid: int = field(default_factory=os.getpid)  # the process running the job
@@ -84,6 +98,7 @@ class JournalRecord:
         raw = dict(raw)
         raw["files"] = [StagedFile(**f) for f in raw.get("files", [])]
         raw["replaced_files"] = [StagedFile(**f) for f in raw.get("replaced_files", [])]
+        raw["tpm_state"] = [StagedFile(**f) for f in raw.get("tpm_state", [])]
         return cls(**raw)
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import asyncssh
 import libvirt
 
+from kvm_clone_tui.engine.checkpoints import bitmap_disks
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.engine.cpu_compat import check_cpu
 from kvm_clone_tui.engine.domain_rewrite import (
     DiskMapping,
     RewriteError,
@@ -33,6 +35,7 @@ from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import STAGING_PREFIX, new_job_id
 from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.tpm_state import TpmStatePlan, plan_tpm_state
 from kvm_clone_tui.engine.transfer import DirectEndpoint
 from kvm_clone_tui.engine.units import format_bytes
 from kvm_clone_tui.engine.validation import (
@@ -116,6 +119,7 @@ class ClonePlan:
     replace_existing: bool = False
     already_done: bool = False
     options: CloneOptions = field(default_factory=CloneOptions)
+    tpm: TpmStatePlan | None = None  # the emulated TPM's state to copy (None: none to copy)
 
     @property
     def ok(self) -> bool:
@@ -131,6 +135,18 @@ class ClonePlan:
     def total_bytes(self) -> int:
         """Data bytes to move, all files together."""
         return sum(f.allocated for f in self.files)
+
+    def checkpoint_note(self) -> str:
+        """What the clone leaves on the source for later syncs (docs/sync.md)."""
+        if not self.options.checkpoint:
+            return "none (--no-checkpoint): syncs compare block hashes"
+        disks, why = bitmap_disks(self.vm)
+        if why is not None or not disks:
+            return f"none ({why}): syncs compare block hashes"
+        return (
+            f"kvmclone-{self.job_id} on {self.source_host} (a dirty bitmap per disk): "
+            "syncs read only what changes"
+        )
 
     def describe(self) -> str:
         """The plan for people (what ``--dry-run`` prints)."""
@@ -149,6 +165,11 @@ class ClonePlan:
                 f"  {f.label:<14} {f.format:<6}{virtual} {format_bytes(f.allocated)} to copy: "
                 f"{f.source_path} -> {f.final_path}"
             )
+        if self.tpm is not None:
+            lines.append(
+                f"  {'tpm':<14} state  {format_bytes(self.tpm.size)} to copy: "
+                f"{self.tpm.source_dir} -> {self.tpm.final_dir}"
+            )
         if self.replace_existing:
             lines.append(
                 f"  replaces the existing {self.new_name} on {self.dest_host} "
@@ -156,6 +177,7 @@ class ClonePlan:
             )
         if self.already_done:
             lines.append("  already done: the destination VM is a clone of this VM")
+        lines.append(f"  checkpoint: {self.checkpoint_note()}")
         lines += [f"  WARNING: {w}" for w in self.warnings]
         lines += [f"  REFUSED: {c}" for c in self.conflicts]
         return "\n".join(lines)
@@ -337,6 +359,10 @@ async def build_plan(
     files = await _file_plans(
         src, src_agent, vm, new_name, job_id, pool_path, conflicts, warnings, live
     )
+    new_uuid = str(uuid.uuid4())
+    tpm = await plan_tpm_state(
+        src, dst, source_xml, vm.uuid, new_uuid, job_id, live, conflicts, warnings
+    )
     cdroms_present: frozenset[str] = frozenset()
     cdroms = [d.path for d in vm.disks if d.device is not DiskDevice.DISK and d.path]
     if cdroms:
@@ -377,7 +403,9 @@ async def build_plan(
             f"{format_bytes(available)}"
         )
     warnings += await _dest_limits(dst, vm)
-    new_uuid = str(uuid.uuid4())
+    cpu = await check_cpu(src, dst, source_xml, vm_name)
+    conflicts += cpu.conflicts
+    warnings += cpu.warnings
     dest_xml = ""
     if not conflicts:
         try:
@@ -418,6 +446,7 @@ async def build_plan(
         replace_existing=replace_existing,
         already_done=already_done,
         options=options,
+        tpm=tpm,
     )
 
 
@@ -541,8 +570,6 @@ async def _file_plans(
             )
     if vm.nvram:
         sources.append(("nvram", "nvram", vm.nvram, "raw", None, f"{new_name}-nvram.fd"))
-    if vm.tpm:
-        conflicts.append("the VM has a TPM: copying TPM state is not supported yet")
     if not sources:
         return []
     paths = [s[2] for s in sources]

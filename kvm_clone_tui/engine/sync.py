@@ -173,6 +173,7 @@ class SyncResult:
     mode_reason: str = ""
     checkpoint: str | None = None  # the source checkpoint the next sync starts from
     revertible: bool = False  # --checkpoint: `kvm-clone revert` puts the clone back
+    consistency: str | None = None  # running sources: application- or crash-consistent
 
 
 class SyncRefused(KVMCloneError):
@@ -427,6 +428,7 @@ class _SyncRun:
         self.manifest_path = sync_undo.manifest_path(first, plan.target_uuid)
         self.manifest: dict[str, object] | None = None
         self.created_checkpoint = False
+        self.consistency: str | None = None
 
     def emit(self, step: str, message: str = "") -> None:
         if self.on_event is not None:
@@ -517,6 +519,7 @@ class _SyncRun:
             mode_reason=plan.mode_reason,
             checkpoint=plan.new_checkpoint,
             revertible=self.manifest is not None,
+            consistency=self.consistency,
         )
 
     async def _forget_interrupted(self, meta: dict[str, str]) -> None:
@@ -647,6 +650,7 @@ class _SyncRun:
                 incremental=base,
             )
             live, self.created_checkpoint = True, True
+            self.consistency = source.consistency
             self.emit(
                 "stage", f"{plan.vm.name} keeps running: point in time taken ({source.consistency})"
             )

@@ -34,6 +34,11 @@ from kvm_clone_tui.engine.ssh import preferred_ciphers
 from kvm_clone_tui.engine.validation import shell_quote_argv
 
 CHANNEL_WINDOW = 32 << 20
+#: The relay's receive window for the sender's data. OpenSSH's sshd holds up to a window of
+#: unsent data in buffers that it grows by copy-and-zero (``recallocarray``): with 32 MiB the
+#: source's sshd spent ~5x the CPU per byte it spends with 2-4 MiB (docs/benchmarks.md, Clone).
+#: 4 MiB still carries 100 MiB/s over a 40 ms round trip.
+RELAY_WINDOW = 4 << 20
 PUMP_CHUNK = 4 << 20
 PROGRESS_INTERVAL = 0.25
 
@@ -66,6 +71,11 @@ class FileTransfer:
     nbd_export: str | None = None
     ranges: tuple[tuple[int, int], ...] | None = None  # only these (offset, length): a sync
     inplace: bool = False  # update the existing destination file instead of creating it
+    keep_partial: bool = False  # a failed receiver keeps what it wrote (a clone can resume)
+    nbd_dirty: str | None = None  # send only what this dirty-bitmap context marks (bitmap sync)
+    dest_nbd_socket: str | None = None  # write through this NBD export (a qcow2 clone) instead
+    dest_nbd_export: str | None = None
+    undo_path: str | None = None  # save what gets overwritten here first (sync --checkpoint)
 
     def ranges_json(self) -> bytes | None:
         """What the sender reads on stdin when only some ranges move."""
@@ -120,15 +130,27 @@ def _send_args(item: FileTransfer, options: TransferOptions) -> list[str]:
         args.append("--no-hash")
     if item.ranges is not None:
         args.append("--ranges-stdin")
+    if item.nbd_dirty is not None:
+        args += ["--dirty", item.nbd_dirty]
     return args
 
 
 def _receive_args(item: FileTransfer, options: TransferOptions) -> list[str]:
-    args = ["receive", item.dest_path, "--root", item.dest_root, "--size", str(item.size)]
+    if item.dest_nbd_socket is not None:
+        args = ["nbd-receive", item.dest_nbd_socket, "--export", item.dest_nbd_export or ""]
+        args += ["--size", str(item.size)]
+    else:
+        args = ["receive", item.dest_path, "--root", item.dest_root, "--size", str(item.size)]
+    if item.undo_path is not None:
+        args += ["--undo", item.undo_path]
+        if item.dest_nbd_socket is not None:
+            args += ["--root", item.dest_root]
     if not options.verify:
         args.append("--no-verify")
-    if item.inplace:
+    if item.inplace and item.dest_nbd_socket is None:
         args.append("--inplace")
+    elif item.keep_partial and item.dest_nbd_socket is None:
+        args.append("--keep-partial")
     return args
 
 
@@ -299,9 +321,9 @@ async def _run_relay(
 ) -> str:
     send = shell_quote_argv(await src_agent.argv(_send_args(item, options)))
     receive = shell_quote_argv(await dst_agent.argv(_receive_args(item, options)))
-    sender = await src.ssh.create_process(send, encoding=None, window=CHANNEL_WINDOW)
+    sender = await src.ssh.create_process(send, encoding=None, window=RELAY_WINDOW)
     _feed(sender, item)
-    receiver = await dst.ssh.create_process(receive, encoding=None, window=CHANNEL_WINDOW)
+    receiver = await dst.ssh.create_process(receive, encoding=None)
 
     async def pump() -> None:
         while True:

@@ -355,6 +355,8 @@ class KVMCloneApp(App[None]):
             f"{len(active)} job(s) still running.\n\n"
             "Quitting cancels them and rolls back what they copied."
         )
+        if any(isinstance(v, SyncView) for v in active):
+            question += " A cancelled sync leaves its clone marked mid-sync: the next sync resumes."
         self.push_screen(ConfirmScreen(question, yes="Cancel jobs and quit", no="Stay"), answered)
 
     @work(group="quit", exclusive=True)

@@ -3,7 +3,8 @@
 ``c`` (or a drop on another pane) -> :class:`DestinationScreen` (skipped for a drop) ->
 :class:`CloneDialog` (plans, options) -> one :class:`JobView` per VM in the jobs panel. A job
 that fails with staged files opens :class:`RollbackScreen`; ``x`` cancels a running job after a
-:class:`ConfirmScreen`, or brings the rollback prompt back for a failed one.
+:class:`ConfirmScreen`, or brings the rollback prompt back for a failed one (on a sync session,
+``x`` goes to :class:`SyncFlow`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kvm_clone_tui.tui.source import CloneSource
 from kvm_clone_tui.tui.widgets.drag_source import DragSource
 from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
 from kvm_clone_tui.tui.widgets.job_view import JobView
+from kvm_clone_tui.tui.widgets.sync_view import SyncView
 
 if TYPE_CHECKING:
     from kvm_clone_tui.tui.app import KVMCloneApp
@@ -99,21 +101,25 @@ class CloneFlow:
 
     # -- cancelling, failures --------------------------------------------------------------------
 
-    def target_job(self) -> JobView | None:
-        """The job ``x`` acts on: the focused one, else the only one it can act on."""
+    def target_job(self) -> JobView | SyncView | None:
+        """The job or sync ``x`` acts on: the focused one, else the only one it can act on."""
         focused = self.app.main_screen.focused
-        if isinstance(focused, JobView):
+        if isinstance(focused, JobView | SyncView):
             return focused
-        actionable = [v for v in self.app.main_screen.query(JobView) if _actionable(v)]
+        views = self.app.main_screen.query(".job")
+        actionable = [v for v in views if isinstance(v, JobView | SyncView) and _actionable(v)]
         return actionable[0] if len(actionable) == 1 else None
 
     def cancel_or_decide(self) -> None:
-        """``x``: confirm and cancel a running job; a failed one gets the rollback prompt."""
+        """``x``: confirm and cancel a running job (or sync); a failed clone gets the rollback
+        prompt."""
         view = self.target_job()
         if view is None:
             self.app.notify("focus a job first (tab, or a click on it)", severity="warning")
             return
-        if view.status is JobStatus.RUNNING:
+        if isinstance(view, SyncView):
+            self.app.syncs.cancel(view)
+        elif view.status is JobStatus.RUNNING:
             self._confirm_cancel(view)
         elif view.can_roll_back:
             self.ask_rollback(view)
@@ -204,5 +210,7 @@ class CloneFlow:
         self.open_dialog(CloneRequest(source.host, target.host, tuple(vms)))
 
 
-def _actionable(view: JobView) -> bool:
+def _actionable(view: JobView | SyncView) -> bool:
+    if isinstance(view, SyncView):
+        return view.status is JobStatus.RUNNING
     return view.status is JobStatus.RUNNING or view.can_roll_back

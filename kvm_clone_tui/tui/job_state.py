@@ -33,6 +33,8 @@ class JobStatus(str, Enum):
 
     RUNNING = "running"
     CANCELLING = "cancelling: rolling back"
+    STOPPING = "cancelling"  # a sync: nothing to roll back
+    CANCELLED = "cancelled"
     DONE = "done"
     FAILED = "failed"
     ROLLING_BACK = "rolling back"
@@ -43,7 +45,12 @@ class JobStatus(str, Enum):
     @property
     def active(self) -> bool:
         """True while a worker still works on the job."""
-        return self in (JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.ROLLING_BACK)
+        return self in (
+            JobStatus.RUNNING,
+            JobStatus.CANCELLING,
+            JobStatus.STOPPING,
+            JobStatus.ROLLING_BACK,
+        )
 
     @property
     def style(self) -> str:
@@ -53,6 +60,8 @@ class JobStatus(str, Enum):
             JobStatus.DONE: "bold green",
             JobStatus.ROLLED_BACK: "yellow",
             JobStatus.CANCELLING: "yellow",
+            JobStatus.STOPPING: "yellow",
+            JobStatus.CANCELLED: "bold yellow",
             JobStatus.ROLLING_BACK: "yellow",
         }.get(self, "bold red")
 

@@ -3,7 +3,9 @@
 ``s`` on a VM -> :class:`DestinationScreen` (the remembered destination highlighted) ->
 :class:`SyncDialog` (the clone's name, prefilled from the remembered pair) -> a
 :class:`SyncView` in the jobs panel (one per pair; a pair synced again runs in its view).
-``r`` on a sync session, or ``R`` anywhere, syncs the last pair again without asking.
+``r`` on a sync session, or ``R`` anywhere, syncs the last pair again without asking. ``x`` on a
+running session cancels it after a :class:`ConfirmScreen`: the clone stays marked mid-sync and
+the next run resumes it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kvm_clone_tui.tui.clone_flow import pane_note
+from kvm_clone_tui.tui.job_state import JobStatus
+from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
 from kvm_clone_tui.tui.screens.destination import DestinationScreen
 from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
 from kvm_clone_tui.tui.source import SyncSource
@@ -89,3 +93,23 @@ class SyncFlow:
             self.app.notify("nothing synced yet: press s on a VM first", severity="warning")
             return
         self.app.run_worker(self.start(pair))
+
+    def cancel(self, view: SyncView) -> None:
+        """``x`` on a session: confirm, then stop its running sync."""
+        if view.status is not JobStatus.RUNNING:
+            hint = " (r resumes it)" if view.mid_sync is not False else ""
+            self.app.notify(f"{view.pair.title}: {view.status.value}, nothing to cancel{hint}")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                view.cancel()
+
+        pair = view.pair
+        question = (
+            f"Cancel the {pair.title}?\n\n"
+            f"Blocks already written stay on {pair.dest}: nothing is rolled back. "
+            f"{pair.target} stays marked mid-sync (sync-state=in-progress) until a sync "
+            "completes; r on the session resumes it."
+        )
+        self.app.push_screen(ConfirmScreen(question, yes="Cancel sync", no="Keep going"), answered)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -104,6 +105,34 @@ def clean_beta(lab: Lab) -> Iterator[LabHostRuntime]:
         purge(beta, name)
     for name in leftovers(beta):
         (beta.layout.host_path("beta", IMAGES) / name).unlink()
+    drop_source_checkpoints(lab.runtime("alpha"))
+
+
+def drop_source_checkpoints(runtime: LabHostRuntime) -> None:
+    """Remove the checkpoints (and their bitmaps) that clones left on a lab host's VMs."""
+    for name in domain_names(runtime):
+        listed = runtime.virsh("checkpoint-list", "--domain", name, "--name", check=False)
+        for checkpoint in listed.split():
+            if checkpoint.startswith("kvmclone-"):
+                runtime.virsh(
+                    "checkpoint-delete", "--domain", name, checkpoint, "--metadata", check=False
+                )
+    images = runtime.layout.host_path(runtime.host.name, IMAGES)
+    for image in images.rglob("*"):
+        if not image.is_file() or image.name.startswith("."):
+            continue
+        info = subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(image)], capture_output=True, text=True
+        )
+        if info.returncode != 0 or '"format": "qcow2"' not in info.stdout:
+            continue
+        data = json.loads(info.stdout).get("format-specific", {}).get("data", {})
+        for bitmap in data.get("bitmaps", []):
+            if str(bitmap.get("name", "")).startswith("kvmclone-"):
+                subprocess.run(
+                    ["qemu-img", "bitmap", "--remove", str(image), bitmap["name"]],
+                    capture_output=True,
+                )
 
 
 def has_tool(name: str) -> bool:

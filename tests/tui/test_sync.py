@@ -1,5 +1,6 @@
 """Sync sessions from the TUI on the lab's real hosts: ``s`` syncs a clone, ``r`` again after the
-source changed, and the clone ends up byte-identical.
+source changed (written through qcow2, as the guest would), ``x`` cancels a sync mid-copy and
+``r`` resumes it; the clone ends up with the source's guest data.
 
 The source is a private copy of app.v2 on alpha (own name, own disk file), cloned to beta before
 the app opens; everything takes the relay route and is removed afterwards, also on failure.
@@ -8,26 +9,28 @@ the app opens; everything takes the relay route and is removed afterwards, also 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import os
+import dataclasses
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import Static
 
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.config import Config
+from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
+from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.job_state import JobStatus
+from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
 from kvm_clone_tui.tui.screens.destination import DestinationScreen
 from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
 from kvm_clone_tui.tui.widgets.host_pane import PaneState
 from kvm_clone_tui.tui.widgets.sync_view import SyncView
-from tests.tui.conftest import SIZE, wait_until
+from tests.tui.conftest import SIZE, screen_text, wait_until
 from tests.tui.lab_clones import IMAGES, images, remove_clone, unique_name
 
 pytestmark = pytest.mark.usefixtures("clone_env")
@@ -35,26 +38,32 @@ KiB = 1 << 10
 SYNC_TIMEOUT = 120
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def log_text(view: SyncView) -> str:
     return "\n".join(strip.text for strip in view.log_widget.lines)
 
 
-def data_offset(path: Path) -> int:
-    """A 64 KiB-aligned offset in ``path`` (a qcow2 file) holding guest data, not metadata."""
-    out = subprocess.run(
-        ["qemu-img", "map", "--output=json", "-f", "qcow2", str(path)],
+DATA_AT = 64 << 20  # app.v2's guest data: 1 MiB at 64 MiB
+
+
+def guest_write(path: Path, offset: int, length: int) -> None:
+    """Change ``length`` bytes the guest sees at ``offset``, as the guest would: through the
+    qcow2 layer (its persistent dirty bitmaps see the write; the file's metadata stays valid)."""
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a {offset} {length}", str(path)],
+        capture_output=True,
+        check=True,
+    )
+
+
+def same_guest_content(a: Path, b: Path) -> bool:
+    """Whether two qcow2 images hold the same guest data (their metadata may differ: bitmaps)."""
+    done = subprocess.run(
+        ["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(a), str(b)],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    for extent in json.loads(out):
-        if extent.get("data") and "offset" in extent and extent["length"] >= 64 * KiB:
-            return int(extent["offset"]) // (64 * KiB) * (64 * KiB)
-    raise AssertionError(f"no data cluster in {path}")
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode == 0
 
 
 @pytest.fixture
@@ -107,10 +116,7 @@ async def test_sync_then_sync_again(
             await wait_until(pilot, lambda: len(view.runs) == 1, "the first sync", SYNC_TIMEOUT)
             assert view.status is JobStatus.DONE, log_text(view)
 
-            offset = data_offset(disk)
-            with disk.open("r+b") as f:
-                f.seek(offset)
-                f.write(os.urandom(64 * KiB))
+            await asyncio.to_thread(guest_write, disk, DATA_AT, 64 * KiB)
             await pilot.press("r")
             await wait_until(pilot, lambda: len(view.runs) == 2, "the second sync", SYNC_TIMEOUT)
             assert view.status is JobStatus.DONE, log_text(view)
@@ -119,6 +125,77 @@ async def test_sync_then_sync_again(
             assert 0 < second.bytes_sent <= 2 * second.changed_bytes
             await wait_until(pilot, lambda: log_text(view).count("synced:") == 2, "the log")
         clone = lab.layout.host_path("beta", f"{IMAGES}/{name}-vda.qcow2")
-        assert sha256(clone) == sha256(disk)
+        assert same_guest_content(clone, disk)
+    finally:
+        await asyncio.to_thread(remove_clone, beta, name)
+
+
+def sync_state(runtime: LabHostRuntime, name: str) -> str | None:
+    """The clone's ``sync-state`` in its persistent definition, as libvirt on the host has it."""
+    xml = runtime.virsh("dumpxml", "--inactive", name)
+    return read_clone_metadata(xml).get("sync-state")
+
+
+async def test_cancel_a_sync_mid_copy_then_resume(
+    lab: Lab, lab_config: Config, source_vm: tuple[str, Path]
+) -> None:
+    """``x`` on a real sync slowed to 128 KiB/s: the clone stays marked in-progress on beta, the
+    view says it is mid-sync, and ``r`` resumes and completes it (the same guest data)."""
+    name, disk = source_vm
+    beta = lab.runtime("beta")
+    slow = dataclasses.replace(
+        lab_config, clone=dataclasses.replace(lab_config.clone, bandwidth_limit="128K")
+    )
+    try:
+        async with KVMCloneClient(lab_config) as client:
+            await client.clone_vm("alpha", "beta", name)
+        await asyncio.to_thread(guest_write, disk, DATA_AT, 1 << 20)
+        app = KVMCloneApp(["alpha", "beta"], config=slow)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(
+                pilot,
+                lambda: all(p.state is PaneState.CONNECTED for p in app.panes),
+                "alpha and beta",
+            )
+            table = app.panes[0].table
+            await wait_until(pilot, lambda: name in table.vms, "the source VM in alpha's pane")
+            table.focus()
+            table.move_cursor(row=table.get_row_index(name))
+            await pilot.press("s")
+            await wait_until(pilot, lambda: isinstance(app.screen, DestinationScreen), "hosts")
+            await pilot.press("enter")  # beta
+            await wait_until(pilot, lambda: isinstance(app.screen, SyncDialog), "the dialog")
+            await pilot.press("enter")  # the same name
+            await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the sync session")
+            (view,) = app.jobs.sync_views
+            await wait_until(
+                pilot,
+                lambda: any(0 < f.done < f.total for f in view.files.values()),
+                "the copy of the changed blocks to start",
+                SYNC_TIMEOUT,
+            )
+            assert view.status.active  # still running
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await wait_until(pilot, lambda: view.status is JobStatus.CANCELLED, "the cancel")
+            assert await asyncio.to_thread(sync_state, beta, name) == "in-progress"
+            await wait_until(pilot, lambda: view.mid_sync is not None, "the metadata read")
+            assert view.mid_sync is True and view.runs == []
+            await pilot.pause(0.3)  # a repaint
+            text = screen_text(app)
+            assert f"{name} on beta is mid-sync (marked sync-state=in-progress)" in text
+            state = view.query_one(".sync-state", Static)
+            assert state.display and "r resumes the sync" in state.render().plain  # type: ignore[union-attr]
+            assert "jobs: 1 cancelled" in str(app.status_bar.render())
+
+            await pilot.press("r")
+            await wait_until(pilot, lambda: len(view.runs) == 1, "the resumed sync", SYNC_TIMEOUT)
+            assert view.status is JobStatus.DONE, log_text(view)
+            assert "resuming the interrupted sync" in log_text(view)
+            assert not view.mid_sync
+        assert await asyncio.to_thread(sync_state, beta, name) == "synced"
+        clone = lab.layout.host_path("beta", f"{IMAGES}/{name}-vda.qcow2")
+        assert same_guest_content(clone, disk)
     finally:
         await asyncio.to_thread(remove_clone, beta, name)

@@ -1,5 +1,6 @@
 """Sync sessions against a fake source: ``s`` asks where and which clone, ``r`` and ``R`` sync
-again without asking, and every run is listed (deterministic: see fake_sync.py)."""
+again without asking, every run is listed, and ``x`` cancels a running sync (deterministic, held
+at an exact point: see fake_sync.py; the same on the lab's real hosts is in test_sync.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from textual.widgets import Input
 
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.job_state import JobStatus
+from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
 from kvm_clone_tui.tui.screens.destination import DestinationScreen
 from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
 from kvm_clone_tui.tui.sync_session import SyncPair
 from kvm_clone_tui.tui.widgets.host_pane import PaneState
 from kvm_clone_tui.tui.widgets.sync_view import SyncView
 from tests.tui.conftest import SIZE, screen_text, wait_until
-from tests.tui.fake_sync import lab_like_sync_source
+from tests.tui.fake_sync import FakeSyncSource, lab_like_sync_source
 
 
 def log_text(view: SyncView) -> str:
@@ -109,3 +111,101 @@ async def test_refused_sync_shows_its_conflicts() -> None:
         await wait_until(pilot, lambda: "refused" in log_text(other), "the log")
         assert "refused: db01-x on beta is not a clone of db01" in log_text(other)
         assert "jobs: 2 failed" in str(app.status_bar.render())
+
+
+async def start_held_sync(pilot: Pilot[Any], app: KVMCloneApp, source: FakeSyncSource) -> SyncView:
+    """``s`` on app.v2 to beta; the run waits at ``source.hold``."""
+    await settled(pilot, app)
+    await sync_dialog(pilot, app, "app.v2")
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the sync session")
+    (view,) = app.jobs.sync_views
+    await wait_until(pilot, lambda: source.held == 1, "the run to reach its hold")
+    assert view.status is JobStatus.RUNNING and app.main_screen.focused is view
+    return view
+
+
+async def test_x_cancels_a_running_sync_and_r_resumes_it() -> None:
+    source = lab_like_sync_source()
+    source.hold = "after-mark"
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await start_held_sync(pilot, app, source)
+        await wait_until(pilot, lambda: "marked as being synced" in log_text(view), "the log")
+        assert app.check_action("cancel_job", ()) is True  # x is offered for the sync
+
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "sync-state=in-progress" in screen_text(app)
+        await pilot.press("n")  # keep going
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert view.status is JobStatus.RUNNING
+
+        await pilot.press("x")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: view.status is JobStatus.CANCELLED, "the cancel")
+        await wait_until(pilot, lambda: view.mid_sync is not None, "the clone's metadata read")
+        assert view.mid_sync is True and view.runs == []
+        assert "app.v2 on beta is marked sync-state=in-progress: r resumes" in log_text(view)
+        await pilot.pause(0.3)  # a repaint
+        text = screen_text(app)
+        assert "app.v2 on beta is mid-sync (marked sync-state=in-progress)" in text
+        assert "r resumes the sync" in text and "mid-sync: r resumes" in text
+        assert "jobs: 1 cancelled" in str(app.status_bar.render())
+        await pilot.press("x")  # nothing left to cancel: says so, asks nothing
+        assert not isinstance(app.screen, ConfirmScreen)
+
+        source.hold = None
+        await pilot.press("r")  # resumes: completes this time
+        await wait_until(pilot, lambda: view.status is JobStatus.DONE, "the resumed run")
+        await wait_until(pilot, lambda: "synced:" in log_text(view), "the log")
+        assert "resuming the interrupted sync of app.v2" in log_text(view)
+        assert len(view.runs) == 1 and not view.mid_sync
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        assert "is mid-sync" not in text and "mid-sync: r resumes" not in text
+        assert not view.query_one(".sync-state").display
+        assert "jobs: 1 done" in str(app.status_bar.render())
+
+
+async def test_sync_cancelled_before_the_clone_is_marked_changed_nothing() -> None:
+    source = lab_like_sync_source()
+    source.hold = "before-mark"
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await start_held_sync(pilot, app, source)
+        app.panes[1].table.focus()  # x still finds the only running job
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: view.status is JobStatus.CANCELLED, "the cancel")
+        await wait_until(pilot, lambda: view.mid_sync is not None, "the clone's metadata read")
+        assert view.mid_sync is False
+        assert "app.v2 on beta is not mid-sync (sync-state=none)" in log_text(view)
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        assert "is mid-sync" not in text and "may be mid-sync" not in text
+        assert not view.query_one(".sync-state").display
+
+
+async def test_the_clones_own_metadata_decides_whether_it_is_mid_sync() -> None:
+    """Cancelled before this run marked the clone, but an earlier sync (from the command line,
+    say) was interrupted: the clone's metadata says in-progress, so the view says mid-sync."""
+    source = lab_like_sync_source()
+    source.sync_states[("beta", "app.v2")] = "in-progress"
+    source.hold = "before-mark"
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await start_held_sync(pilot, app, source)
+        await pilot.press("x", "y")
+        await wait_until(pilot, lambda: view.status is JobStatus.CANCELLED, "the cancel")
+        await wait_until(pilot, lambda: view.mid_sync is not None, "the clone's metadata read")
+        assert view.mid_sync is True
+        assert "app.v2 on beta is marked sync-state=in-progress: r resumes" in log_text(view)
+        await pilot.pause(0.3)
+        assert "app.v2 on beta is mid-sync" in screen_text(app)
+
+        source.hold = None
+        await pilot.press("r")
+        await wait_until(pilot, lambda: view.status is JobStatus.DONE, "the resumed run")
+        assert "resuming the interrupted sync" in log_text(view) and not view.mid_sync

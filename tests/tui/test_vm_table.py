@@ -7,6 +7,8 @@ import re
 import time
 
 from textual.app import App, ComposeResult
+from textual.render import measure
+from textual.widgets.data_table import ColumnKey
 
 from kvm_clone_tui.engine.models import VM, VMState
 from kvm_clone_tui.tui.widgets.vm_table import COLUMNS, MARK, VMTable, fitting_columns
@@ -102,3 +104,26 @@ def test_columns_are_left_out_least_useful_first() -> None:
     narrow = fitting_columns(vms, 45, 1)
     assert narrow[:2] == ("name", "state") and "disks" not in narrow
     assert fitting_columns(vms, 5, 1) == ("name",)  # the name always stays
+
+
+async def test_column_widths_are_what_datatable_would_measure() -> None:
+    """The table adds a whole inventory without DataTable measuring each cell (it takes the
+    widths from the VMs' fields): they must be exactly DataTable's own measure of every cell."""
+    app = TableApp()
+    async with app.run_test(size=(200, 30)) as pilot:
+        table = app.query_one(VMTable)
+        vms = [make_vm(i) for i in range(40)]
+        vms += [
+            dataclasses.replace(make_vm(100), name="データベース-01"),  # 2 cells a character
+            dataclasses.replace(make_vm(101), name="[bold]x[/bold]", vcpus=128),
+            dataclasses.replace(make_vm(102), memory_kib=3 * 1024**3, state=VMState.CRASHED),
+        ]
+        table.marked = {"データベース-01"}  # the mark widens the name cell by its own width
+        table.show(vms)
+        await pilot.pause()
+        assert table.shown_columns == tuple(c.key for c in COLUMNS)
+        for column in table.ordered_columns:
+            cells = [*table.get_column(column.key), column.label]
+            measured = max(measure(app.console, cell, 1) for cell in cells)
+            assert column.content_width == measured, column.key.value
+        assert table.columns[ColumnKey("name")].content_width == 2 + 2 * 6 + 3  # mark + name

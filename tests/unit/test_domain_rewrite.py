@@ -471,13 +471,15 @@ def test_bad_mappings_are_refused(disks: dict[str, DiskMapping], message: str) -
     assert message in str(caught.value)
 
 
-def test_tpm_emulator_is_refused_and_passthrough_warned() -> None:
+def test_tpm_emulator_is_kept_and_passthrough_warned() -> None:
     emulator = "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"
     source = replace_once(fixture("db01"), "<memballoon", emulator + "<memballoon")
-    with pytest.raises(
-        RewriteError,
-        match=r"^TPM state copy is not supported yet; remove the TPM or clone it manually$",
-    ):
+    kept = tree(rewrite(source, "vda", "vdb")).find("devices/tpm")
+    assert kept is not None and kept.get("model") == "tpm-crb"
+    assert kept.find("backend").attrib == {"type": "emulator", "version": "2.0"}  # type: ignore[union-attr]
+    elsewhere = emulator.replace("'2.0'/>", "'2.0'><source type='dir' path='/srv/tpm'/></backend>")
+    source = replace_once(fixture("db01"), "<memballoon", elsewhere + "<memballoon")
+    with pytest.raises(RewriteError, match=r"^the TPM keeps its state in a place of its own"):
         rewrite(source, "vda", "vdb")
     passthrough = (
         "<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/>"

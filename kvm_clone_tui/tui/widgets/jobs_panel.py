@@ -30,10 +30,12 @@ def jobs_summary(views: Sequence[JobView | SyncView]) -> str:
             key = "done"
         elif view.status is JobStatus.ROLLED_BACK:
             key = "rolled back"
+        elif view.status is JobStatus.CANCELLED:
+            key = "cancelled"
         else:
             key = "failed"
         counts[key] = counts.get(key, 0) + 1
-    order = ("running", "done", "rolled back", "failed")
+    order = ("running", "done", "rolled back", "cancelled", "failed")
     return " · ".join(f"{counts[k]} {k}" for k in order if k in counts)
 
 

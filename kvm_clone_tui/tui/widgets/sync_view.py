@@ -4,6 +4,11 @@ Each run (``s`` the first time, ``r`` here or ``R`` anywhere afterwards) runs
 ``sync_vm`` in a worker of this widget; its events arrive as :class:`SyncView.Event` messages
 and are drawn with the clone jobs' parts (a progress line per file, the log). The runs table
 lists every finished run: time, changed bytes, bytes sent, seconds.
+
+``x`` (the app's key) cancels a running sync. The engine leaves the clone marked
+``sync-state="in-progress"`` once it has started writing (unless a checkpointed sync puts it
+back): after a run that did not complete, the view reads the clone's own metadata and, when it
+says in-progress, shows that the clone is mid-sync and that ``r`` resumes it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from textual.message import Message
 from textual.widgets import RichLog, Static
 from textual.worker import Worker
 
+from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
 from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.tui.job_state import FileState, JobStatus, log_line
-from kvm_clone_tui.tui.source import SyncSource
+from kvm_clone_tui.tui.source import DomainXMLSource, SyncSource
 from kvm_clone_tui.tui.sync_session import SyncPair, SyncRun, refusal, runs_table
 from kvm_clone_tui.tui.widgets.job_view import LOG_LINES, REPAINT_SECONDS, FileRow
 
@@ -50,11 +56,19 @@ class SyncView(Vertical, can_focus=True):
 
         bubble = False
 
-        def __init__(self, status: JobStatus, run: SyncRun | None, notes: list[Note]) -> None:
+        def __init__(
+            self,
+            status: JobStatus,
+            run: SyncRun | None,
+            notes: list[Note],
+            *,
+            refused: bool = False,
+        ) -> None:
             super().__init__()
             self.status = status
             self.run = run
             self.notes = notes
+            self.refused = refused  # nothing was changed
 
     class Changed(Message):
         """The session's status changed (bubbles to the app: status line, footer)."""
@@ -74,6 +88,11 @@ class SyncView(Vertical, can_focus=True):
         self._started: float | None = None  # of the current run's first event
         self._lines: list[Text] = []
         self._worker: Worker[None] | None = None
+        #: The clone's metadata says ``sync-state=in-progress``: a run was interrupted after it
+        #: had started writing, and the next run resumes it. None: not known (being read after
+        #: an interrupted run, or it could not be read).
+        self.mid_sync: bool | None = False
+        self._state_note = ""  # the last sync state logged
 
     @property
     def log_widget(self) -> RichLog:
@@ -81,6 +100,7 @@ class SyncView(Vertical, can_focus=True):
         return self.query_one(RichLog)
 
     def compose(self) -> ComposeResult:
+        yield Static(classes="sync-state")
         yield Static(classes="sync-runs")
         yield Vertical(classes="sync-files")
         log = RichLog(max_lines=LOG_LINES, wrap=True, classes="job-log")
@@ -103,11 +123,17 @@ class SyncView(Vertical, can_focus=True):
         self.query_one(".sync-files", Vertical).remove_children()
         self._started = None
         self._set_status(JobStatus.RUNNING)
+        if self.mid_sync is not False:
+            self._note(
+                "resume",
+                f"resuming the interrupted sync of {self.pair.target}: every block is compared "
+                "again",
+            )
         self._worker = self._run()
         return True
 
     def action_sync_again(self) -> None:
-        """``r``: sync this pair again."""
+        """``r``: sync this pair again (resumes a sync that was interrupted)."""
         if not self.start():
             self.app.notify("this sync is still running", severity="warning")
 
@@ -115,7 +141,8 @@ class SyncView(Vertical, can_focus=True):
         """Stop a running sync (the clone stays marked in-progress until the next run)."""
         if self.status is not JobStatus.RUNNING or self._worker is None:
             return False
-        self._set_status(JobStatus.CANCELLING)
+        self._set_status(JobStatus.STOPPING)
+        self._note("info", "cancel requested: stopping the sync")
         self._worker.cancel()
         return True
 
@@ -132,8 +159,7 @@ class SyncView(Vertical, can_focus=True):
                 on_event=self._on_event,
             )
         except asyncio.CancelledError:
-            note = ("error", f"cancelled: {pair.target} stays marked in-progress until synced")
-            self.post_message(self.Ended(JobStatus.FAILED, None, [note]))
+            self.post_message(self.Ended(JobStatus.CANCELLED, None, []))
             raise
         except Exception as exc:
             conflicts = refusal(exc)
@@ -141,7 +167,8 @@ class SyncView(Vertical, can_focus=True):
                 notes = [("error", f"refused: {c}") for c in conflicts]
             else:
                 notes = [("error", f"failed: {exc}")]
-            self.post_message(self.Ended(JobStatus.FAILED, None, notes))
+            ended = self.Ended(JobStatus.FAILED, None, notes, refused=conflicts is not None)
+            self.post_message(ended)
         else:
             run = SyncRun(started, result.changed_bytes, result.bytes_sent, result.seconds)
             self.post_message(self.Ended(JobStatus.DONE, run, []))
@@ -151,11 +178,43 @@ class SyncView(Vertical, can_focus=True):
 
     # -- what it shows ---------------------------------------------------------------------------
 
+    @work(group="sync-state", exclusive=True, exit_on_error=False)
+    async def _read_sync_state(self) -> None:
+        """Read the clone's ``sync-state`` from its own metadata (after an interrupted run)."""
+        runner, pair = self.runner, self.pair
+        where = f"{pair.target} on {pair.dest}"
+        if not isinstance(runner, DomainXMLSource):
+            self._state_known(None, f"{where} may be mid-sync: this source cannot read it")
+            return
+        try:
+            xml = await runner.domain_xml(pair.dest, pair.target)
+            state = read_clone_metadata(xml).get("sync-state")
+        except Exception as exc:  # shown, never fatal
+            self._state_known(None, f"{where} may be mid-sync: its sync state unread ({exc})")
+            return
+        if state == "in-progress":
+            self._state_known(True, f"{where} is marked sync-state=in-progress: r resumes")
+        else:
+            self._state_known(False, f"{where} is not mid-sync (sync-state={state or 'none'})")
+
+    def _state_known(self, mid_sync: bool | None, note: str) -> None:
+        if self.status.active:
+            return  # a new run started meanwhile; it decides
+        self.mid_sync = mid_sync
+        if note != self._state_note:
+            self._state_note = note
+            self._note("warning" if mid_sync is not False else "info", note)
+        self._repaint()
+
     @on(Event)
     def _event(self, message: Event) -> None:
         event = message.event
         if self._started is None:
             self._started = event.time
+        if not self.status.active and self.mid_sync is not False:
+            # The engine still reports after an interrupted run (shielded clean-up, a
+            # checkpointed sync putting the clone back): read the clone's state again.
+            self._read_sync_state()
         for disk in event.disks:
             state = self.files.get(disk.target)
             if state is None:
@@ -171,9 +230,17 @@ class SyncView(Vertical, can_focus=True):
         if message.run is not None:
             self.runs.append(message.run)
             self._note("done", message.run.note())
+            self.mid_sync = False
         for step, text in message.notes:
             self._note(step, text)
+        if message.status is JobStatus.CANCELLED:
+            self._note("warning", "cancelled")
+        interrupted = message.run is None and not message.refused
+        if interrupted:
+            self.mid_sync, self._state_note = None, ""  # read below
         self._set_status(message.status)
+        if interrupted:
+            self._read_sync_state()
 
     def _note(self, step: str, text: str) -> None:
         at = time.time()
@@ -182,7 +249,7 @@ class SyncView(Vertical, can_focus=True):
 
     def _set_status(self, status: JobStatus) -> None:
         self.status = status
-        for each in (JobStatus.RUNNING, JobStatus.DONE, JobStatus.FAILED):
+        for each in (JobStatus.RUNNING, JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
             self.set_class(each is status, f"-{each.name.lower()}")
         self._repaint()
         self.post_message(self.Changed(self))
@@ -194,6 +261,10 @@ class SyncView(Vertical, can_focus=True):
         for row in self._rows.values():
             if row.is_mounted:
                 row.repaint()
+        state = self.query_one(".sync-state", Static)
+        state.display = self.mid_sync is not False and not self.status.active
+        if state.display:
+            state.update(self.mid_sync_text())
         runs = self.query_one(".sync-runs", Static)
         runs.update(runs_table(self.runs) if self.runs else Content("no finished run yet"))
         if self._lines:
@@ -205,4 +276,28 @@ class SyncView(Vertical, can_focus=True):
                     log.write(line, width=width)
         count = f"{len(self.runs)} run(s)"
         status = Text(self.status.value, style=self.status.style)
-        self.border_subtitle = Content.from_rich_text(Text.assemble(count, " · ", status))
+        parts: list[str | Text] = [count, " · ", status]
+        if self.mid_sync and not self.status.active:
+            parts += [" · ", Text("mid-sync: r resumes", style="bold yellow")]
+        self.border_subtitle = Content.from_rich_text(Text.assemble(*parts))
+
+    def mid_sync_text(self) -> Content:
+        """What the operator must know about a clone left mid-sync (or maybe), and what to do."""
+        pair = self.pair
+        if self.mid_sync:
+            what = (
+                " is mid-sync (marked sync-state=in-progress): its disks hold part old, part "
+                "new blocks, so do not start or use it yet. "
+            )
+        else:
+            what = (
+                " may be mid-sync (its sync state is not known yet): do not start or use it "
+                "before a sync completes. "
+            )
+        return Content.assemble(
+            ("⚠ ", "bold"),
+            (pair.target, "bold"),
+            f" on {pair.dest}{what}",
+            ("r", "bold"),
+            " resumes the sync (every block is compared again; only the differences move).",
+        )

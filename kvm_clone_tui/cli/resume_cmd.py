@@ -1,0 +1,191 @@
+"""``kvm-clone resume [JOB]``: finish interrupted clones from what they already copied."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+
+from kvm_clone_tui.cli.job_output import TextProgress, report_failure, run_with_progress
+from kvm_clone_tui.cli.output import dump, to_data
+from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.engine.clone import CloneRefused, CloneResult
+from kvm_clone_tui.engine.config import ConfigError, load_config
+from kvm_clone_tui.engine.errors import KVMCloneError
+from kvm_clone_tui.engine.journal import Journal, unfinished
+from kvm_clone_tui.engine.resume import ResumeError, resume_blocker
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+
+DESCRIPTION = """\
+Finish clones that were interrupted (kill -9, a crash, a dropped connection, Ctrl-C of a clone
+run with --idempotent, or "keep for later" in the TUI) from the files they already staged in the
+destination pool, instead of copying everything again.
+
+Each job is planned again with the options it was started with. Both hosts hash every staged
+file in 64 KiB blocks at the same time; only the blocks that are missing or differ from the
+source are sent and written in place, so the whole file ends up verified block by block (a
+block damaged or lost in the crash is simply sent again). Then the clone commits as usual.
+
+A job that cannot resume starts afresh and says why: a live clone (the point in time it was
+copying is gone), a job that had begun its commit, or a source whose disks changed size.
+Jobs that another kvm-clone process is still running are never touched. `kvm-clone recover`
+rolls interrupted jobs back instead; `kvm-clone clone ... --idempotent` resumes the same way.
+"""
+
+EPILOG = """\
+examples:
+  kvm-clone resume --list                      unfinished jobs, and whether each can resume
+  kvm-clone resume                             resume every unfinished clone
+  kvm-clone resume 20260101-120000-1a2b3c4d    resume one job
+  kvm-clone resume --output json | jq '.jobs[].result.bytes_copied'
+
+exit codes:
+  0    every job finished (or there was nothing to resume)
+  1    a job failed (its staged files are kept: resume again, or `kvm-clone recover`)
+  2    bad usage: unknown job, or one still running in another process
+  4    refused by the plan (name taken meanwhile, no space, ...): nothing was changed
+  130  interrupted (Ctrl-C): staged files kept for the next resume
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``resume``."""
+    p = subparsers.add_parser(
+        "resume",
+        help="finish interrupted clones from what they already copied",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("job", metavar="JOB", nargs="?", help="job id (default: every unfinished job)")
+    p.add_argument("--list", action="store_true", help="show the unfinished jobs; resume nothing")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(run=run)
+
+
+def _job_data(journal: Journal, running: bool) -> dict[str, Any]:
+    record = journal.record
+    blocker = resume_blocker(record)
+    return {
+        "job_id": record.job_id,
+        "state": record.state,
+        "vm": record.vm,
+        "source_host": record.source_host,
+        "dest_host": record.dest_host,
+        "new_name": record.new_name,
+        "created": record.created,
+        "running": running,
+        "resumable": blocker is None and not running,
+        "why_not": "still running in process " + str(record.owner_pid) if running else blocker,
+    }
+
+
+def _list(output: str) -> int:
+    idle = {j.record.job_id for j in unfinished()}
+    jobs = [_job_data(j, j.record.job_id not in idle) for j in unfinished(include_running=True)]
+    if output == "json":
+        print(dump({"jobs": jobs}, "json"))
+        return EXIT_OK
+    if not jobs:
+        print("no unfinished jobs")
+    for job in jobs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created"]))
+        how = "resumable" if job["resumable"] else f"starts afresh: {job['why_not']}"
+        if job["running"]:
+            how = f"not touched: {job['why_not']}"
+        print(
+            f"{job['job_id']}  {job['state']:<9} {job['vm']} ({job['source_host']}) -> "
+            f"{job['new_name']} ({job['dest_host']})  {when}  {how}"
+        )
+    return EXIT_OK
+
+
+async def _resume(
+    job_ids: list[str], progress: TextProgress | None
+) -> list[tuple[str, CloneResult | Exception]]:
+    outcomes: list[tuple[str, CloneResult | Exception]] = []
+    async with KVMCloneClient(load_config()) as client:
+        for job_id in job_ids:
+            try:
+                outcomes.append((job_id, await client.resume_job(job_id, on_event=progress)))
+            except ResumeError:
+                if len(job_ids) == 1:
+                    raise
+                continue  # taken by another process meanwhile, or finished by an earlier one
+            except (KVMCloneError, OSError) as exc:
+                if len(job_ids) == 1:
+                    raise
+                outcomes.append((job_id, exc))
+    return outcomes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``resume``; see EPILOG for exit codes."""
+    try:
+        if args.list:
+            return _list(args.output)
+        job_ids = [args.job] if args.job else [j.record.job_id for j in unfinished()]
+    except ConfigError as exc:
+        print(f"kvm-clone resume: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    console = Console(stderr=args.output == "json")
+    try:
+        outcomes = run_with_progress(lambda p: _resume(job_ids, p), args.output, console)
+    except KeyboardInterrupt:
+        print(
+            "kvm-clone resume: interrupted: staged files kept for the next resume", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+    except ResumeError as exc:
+        report_failure("resume", exc, args.output)
+        return EXIT_USAGE
+    except CloneRefused as exc:
+        report_failure("resume", exc, args.output)
+        return EXIT_REFUSED
+    except (KVMCloneError, ConfigError, OSError) as exc:
+        report_failure("resume", exc, args.output)
+        return EXIT_FAILED
+    failed = [(j, o) for j, o in outcomes if isinstance(o, Exception)]
+    if args.output == "json":
+        if args.job:
+            print(dump({"ok": True, "result": to_data(outcomes[0][1])}, "json"))
+        else:
+            jobs = [
+                {
+                    "job_id": j,
+                    "ok": False,
+                    "error": {"kind": getattr(o, "kind", "error"), "message": str(o)},
+                }
+                if isinstance(o, Exception)
+                else {"job_id": j, "ok": True, "result": to_data(o)}
+                for j, o in outcomes
+            ]
+            print(dump({"ok": not failed, "jobs": jobs}, "json"))
+    else:
+        if not outcomes:
+            console.print("nothing to resume: no unfinished jobs")
+        for job_id, outcome in outcomes:
+            if isinstance(outcome, Exception):
+                print(f"kvm-clone resume: job {job_id} failed: {outcome}", file=sys.stderr)
+                continue
+            console.print(_summary(job_id, outcome), highlight=False)
+    if any(isinstance(o, CloneRefused) for _, o in failed):
+        return EXIT_REFUSED
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _summary(job_id: str, result: CloneResult) -> str:
+    mib = 2**20
+    how = (
+        f"resumed job {result.resumed_from}: {result.bytes_reused / mib:.1f} MiB kept, "
+        if result.resumed_from
+        else f"job {job_id} started afresh: "
+    )
+    return (
+        f"cloned {result.vm} -> {result.dest_host}:{result.new_name} ({how}"
+        f"{result.bytes_copied / mib:.1f} MiB sent in {result.seconds:.1f} s)"
+    )
