@@ -9,7 +9,10 @@ What it measures, headless (Textual's ``run_test``) against in-process fake sour
 1. First paint: ``--panes`` panes of ``--vms`` VMs each (the fake source of the TUI tests, with
    generated VMs). From the moment a host's inventory arrives (its tracker's ``watch`` returns)
    to the first time that pane's table is rendered with all its rows (``render_lines``).
-   Target: < 300 ms.
+   Target: < 300 ms. Measured twice: with the inventories arriving while the app starts (the
+   worst case: the app's own first paint of every widget is included) and once the app is up
+   (``--late``, 1 s after start: a host over SSH is never faster). ``--runs`` repeats each and
+   reports the median and the worst run.
 2. Key latency during a job: a fake clone job in the jobs panel reports progress for 3 files
    every 20 ms (far more often than the engine does) while ``j`` is pressed ``--keys`` times in
    a 500-VM table; from posting the key to the table's cursor action running. Target: < 50 ms.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -59,14 +63,17 @@ def inventory(host: str, count: int) -> HostInventory:
 
 
 class TimedTracker(FakeTracker):
-    """Records when its inventory is handed to the UI."""
+    """Hands its inventory to the UI ``delay`` seconds after being asked; records when."""
 
-    def __init__(self, inv: HostInventory, arrived: dict[str, float]) -> None:
+    def __init__(self, inv: HostInventory, arrived: dict[str, float], delay: float = 0.0) -> None:
         super().__init__(inv)
         self.arrived = arrived
+        self.delay = delay
 
     async def watch(self) -> None:
         assert self.inventory is not None
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.arrived[self.inventory.host] = time.perf_counter()
 
 
@@ -92,15 +99,18 @@ class BusySource(FakeCloneSource):
             await asyncio.sleep(0.02)
 
 
-def source(hosts: list[str], count: int, arrived: dict[str, float]) -> BusySource:
+def source(
+    hosts: list[str], count: int, arrived: dict[str, float], delay: float = 0.0
+) -> BusySource:
     inventories = {h: inventory(h, count) for h in hosts}
     src = BusySource(inventories, finishing=frozenset(), failing=frozenset())
-    src.trackers = {h: TimedTracker(inv, arrived) for h, inv in inventories.items()}
+    src.trackers = {h: TimedTracker(inv, arrived, delay) for h, inv in inventories.items()}
     return src
 
 
-async def first_paint(hosts: list[str], count: int) -> dict[str, float]:
-    """Milliseconds from inventory arrival to the full table's first render, per host."""
+async def first_paint(hosts: list[str], count: int, delay: float = 0.0) -> dict[str, float]:
+    """Milliseconds from inventory arrival (``delay`` s after start) to the full table's first
+    render, per host."""
     arrived: dict[str, float] = {}
     painted: dict[str, float] = {}
     original = VMTable.render_lines
@@ -115,9 +125,9 @@ async def first_paint(hosts: list[str], count: int) -> dict[str, float]:
 
     VMTable.render_lines = render_lines  # type: ignore[method-assign,assignment]
     try:
-        app = KVMCloneApp(hosts, source=source(hosts, count, arrived))
+        app = KVMCloneApp(hosts, source=source(hosts, count, arrived, delay))
         async with app.run_test(size=SIZE) as pilot:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 30 + delay
             while len(painted) < len(hosts) and time.monotonic() < deadline:
                 await pilot.pause(0.01)
     finally:
@@ -178,21 +188,27 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--panes", type=int, default=2)
     parser.add_argument("--keys", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=5, help="first-paint runs of each kind")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     hosts = [f"host{i}" for i in range(1, args.panes + 1)]
-    paint = asyncio.run(first_paint(hosts, args.vms))
-    keys = asyncio.run(key_latency(args.vms, args.keys))
     rows: list[tuple[str, str, str, str]] = []
-    worst = max(paint.values()) if paint else float("inf")
-    rows.append(
-        (
-            f"first paint, {args.panes} panes x {args.vms} VMs (worst pane)",
-            f"{worst:.0f} ms",
-            f"< {PAINT_TARGET_MS:.0f} ms",
-            "yes" if worst < PAINT_TARGET_MS else "NO",
+    for label, delay in (("while the app starts", 0.0), ("once the app is up", 1.0)):
+        worst_panes = []  # per run: its slower pane
+        for _ in range(args.runs):
+            paint = asyncio.run(first_paint(hosts, args.vms, delay))
+            worst_panes.append(max(paint.values()) if len(paint) == len(hosts) else float("inf"))
+        median, worst = statistics.median(worst_panes), max(worst_panes)
+        rows.append(
+            (
+                f"first paint, {args.panes} panes x {args.vms} VMs, arriving {label} "
+                f"(slower pane; median / worst of {args.runs} runs)",
+                f"{median:.0f} / {worst:.0f} ms",
+                f"< {PAINT_TARGET_MS:.0f} ms",
+                "yes" if median < PAINT_TARGET_MS else "NO",
+            )
         )
-    )
+    keys = asyncio.run(key_latency(args.vms, args.keys))
     if keys:
         ordered = sorted(keys)
         p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -209,7 +225,9 @@ def main() -> None:
                     "yes" if value < KEY_TARGET_MS else "NO",
                 )
             )
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(markdown(rows) if args.markdown else table(rows))
+    print(f"\nload average at the end (1, 5, 15 min): {load} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -98,15 +98,25 @@ async def forget(src: Host, journal: Journal) -> None:
     journal.save()
 
 
+async def replace_clone_metadata(dst: Host, uuid: str, attributes: dict[str, str]) -> None:
+    """Write the clone's ``kvmclone:clone`` metadata (persistent definition only)."""
+    await set_clone_metadata(dst, uuid, attributes, replace=True)
+
+
 async def set_clone_metadata(
-    dst: Host, uuid: str, updates: dict[str, str], remove: tuple[str, ...] = ()
+    dst: Host,
+    uuid: str,
+    updates: dict[str, str],
+    remove: tuple[str, ...] = (),
+    *,
+    replace: bool = False,
 ) -> None:
     """Merge ``updates`` into the clone's ``kvmclone:clone`` metadata (persistent definition),
-    dropping the ``remove`` keys."""
+    dropping the ``remove`` keys; ``replace``: write ``updates`` alone."""
 
     def write(conn: libvirt.virConnect) -> None:
         dom = conn.lookupByUUIDString(uuid)
-        meta = read_clone_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        meta = {} if replace else read_clone_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         meta.update(updates)
         for key in remove:
             meta.pop(key, None)

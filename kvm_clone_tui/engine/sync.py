@@ -28,16 +28,12 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
-
-import libvirt
 
 from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
 from kvm_clone_tui.engine.checkpoints import BitmapDisk
 from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.clone_checkpoint import set_clone_metadata
+from kvm_clone_tui.engine.clone_checkpoint import replace_clone_metadata, set_clone_metadata
 from kvm_clone_tui.engine.domain_rewrite import (
-    KVMCLONE_NS,
     DiskMapping,
     RewriteError,
     RewriteOptions,
@@ -45,13 +41,17 @@ from kvm_clone_tui.engine.domain_rewrite import (
     rewrite_domain,
 )
 from kvm_clone_tui.engine.errors import HostError, KVMCloneError
-from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import new_job_id
 from kvm_clone_tui.engine.live_source import backup_begin, backup_end
 from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
-from kvm_clone_tui.engine.transfer import FileTransfer, TransferOptions, copy_file
+from kvm_clone_tui.engine.transfer import (
+    FileTransfer,
+    TransferOptions,
+    TransferResult,
+    copy_file,
+)
 from kvm_clone_tui.engine.units import format_bytes
 
 SYNC_BLOCK_SIZE = 64 << 10
@@ -383,22 +383,6 @@ async def _hashes(agent: RemoteAgent, path: str, bs: int) -> tuple[int, list[str
     return int(result["size"]), list(result["blocks"])
 
 
-async def _set_sync_state(dst: Host, uuid: str, attributes: dict[str, str]) -> None:
-    """Write the clone's kvmclone metadata (persistent definition only)."""
-    element = "<clone " + " ".join(f"{k}={quoteattr(v)}" for k, v in attributes.items()) + "/>"
-
-    def write(conn: libvirt.virConnect) -> None:
-        conn.lookupByUUIDString(uuid).setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-            element,
-            "kvmclone",
-            KVMCLONE_NS,
-            libvirt.VIR_DOMAIN_AFFECT_CONFIG,
-        )
-
-    await dst.libvirt.call(write)
-
-
 async def run_sync(
     client: KVMCloneClient, plan: SyncPlan, on_event: EventCallback | None = None
 ) -> SyncResult:
@@ -463,7 +447,7 @@ class _SyncRun:
         working["sync-mode"] = plan.mode
         if plan.new_checkpoint:
             working["sync-pending"] = plan.new_checkpoint
-        await _set_sync_state(self.dst, plan.target_uuid, working)
+        await replace_clone_metadata(self.dst, plan.target_uuid, working)
         self.emit("stage", f"{plan.target} marked as being synced (job {plan.job_id})")
         self.emit("plan", f"mode {plan.mode}: {plan.mode_reason}")
         try:
@@ -487,7 +471,7 @@ class _SyncRun:
         final.pop("checkpoint", None)
         if plan.new_checkpoint:
             final["checkpoint"] = plan.new_checkpoint
-        await _set_sync_state(self.dst, plan.target_uuid, final)
+        await replace_clone_metadata(self.dst, plan.target_uuid, final)
         if self.manifest is not None:
             await sync_undo.seal(self.dst_agent, self.manifest_path, dict(self.manifest), stamp)
         old = meta.get("checkpoint")
@@ -559,11 +543,14 @@ class _SyncRun:
         except Exception as exc:
             self.emit("warning", f"could not put {self.plan.target} back: {exc}")
 
-    def _options(self) -> TransferOptions:
-        return TransferOptions(
+    async def _copy(self, item: FileTransfer) -> TransferResult:
+        options = TransferOptions(
             bandwidth_limit=self.plan.options.bandwidth_limit,
             verify=self.plan.options.verify,
             no_progress_timeout=self.plan.options.no_progress_timeout,
+        )
+        return await copy_file(
+            self.src, self.src_agent, self.dst, self.dst_agent, item, options, self.progress
         )
 
     async def _transfer(self) -> list[FileSync]:
@@ -616,16 +603,7 @@ class _SyncRun:
                 inplace=True,
                 undo_path=undo_path,
             )
-            result = await copy_file(
-                self.src,
-                self.src_agent,
-                self.dst,
-                self.dst_agent,
-                item,
-                self._options(),
-                self.progress,
-            )
-            sent = result.bytes_written
+            sent = (await self._copy(item)).bytes_written
         return FileSync(pair.label, len(mine), -(-changed // bs), changed, sent, size)
 
     async def _bitmap_sync(
@@ -704,15 +682,7 @@ class _SyncRun:
                     dest_nbd_export=writer.export if writer else None,
                     undo_path=undo.get(pair.label),
                 )
-                result = await copy_file(
-                    self.src,
-                    self.src_agent,
-                    self.dst,
-                    self.dst_agent,
-                    item,
-                    self._options(),
-                    self.progress,
-                )
+                result = await self._copy(item)
                 if writer is not None:
                     await nbd_export.stop(writer)  # the image is closed and flushed
                 self.emit("plan", f"{pair.label}: {format_bytes(result.bytes_written)} changed")

@@ -395,7 +395,8 @@ async def copy_file(
             f"the receiver wrote {result.digest}",
             "digest-mismatch",
         )
-    on_progress(disk_progress(item.label, item.allocated, item.allocated, watch.meter, True))
+    final = max(item.allocated, watch.done)  # a bitmap sync learns its total from the sender
+    on_progress(disk_progress(item.label, final, final, watch.meter, True))
     return TransferResult(
         label=item.label,
         route=route,

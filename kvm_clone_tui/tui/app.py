@@ -192,6 +192,8 @@ class KVMCloneApp(App[None]):
                 self._last_pane = node
 
     def _show_status(self) -> None:
+        if not self.screen_stack:
+            return  # the app is closing: a pane's late message finds no screen
         filter_text = self.filter_text if self.filter_pattern else ""
         self.status_bar.show(self.panes, filter_text, self.jobs.summary())
 
