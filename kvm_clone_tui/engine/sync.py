@@ -430,6 +430,16 @@ class _SyncRun:
         old_xml = await self.client.domain_xml(plan.dest_host, plan.target, inactive=True)
         meta = read_clone_metadata(old_xml)
         await self._forget_interrupted(meta)
+        earlier = await sync_undo.read_manifest(self.dst, self.manifest_path)
+        if earlier is not None and earlier.get("state") == "syncing":
+            # A checkpointed sync was cut off before it could put the clone back: do it now,
+            # so that this sync starts from a state that was whole.
+            restored = await sync_undo.apply(self.dst, self.dst_agent, earlier)
+            self.emit(
+                "rollback",
+                f"the interrupted checkpointed sync {earlier.get('job')} is undone first "
+                f"({format_bytes(restored)} restored)",
+            )
         if await sync_undo.discard(self.dst, self.dst_agent, self.manifest_path):
             self.emit("stage", "the previous sync's checkpoint is discarded (only the last counts)")
         if plan.options.checkpoint:

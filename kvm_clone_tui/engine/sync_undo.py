@@ -172,14 +172,15 @@ class RevertRefused(KVMCloneError):
 async def check_revertible(
     agent: RemoteAgent, manifest: dict[str, Any] | None, paths: Sequence[str], target: str
 ) -> None:
-    """Refuse (RevertRefused) unless the clone is exactly as the checkpointed sync left it."""
+    """Refuse (RevertRefused) unless the clone is exactly as the checkpointed sync left it
+    (or as an interrupted checkpointed sync left it: its logs hold what it overwrote)."""
     if manifest is None:
         raise RevertRefused(
             f"{target} has no checkpoint to go back to: only a sync made with --checkpoint "
             "can be reverted, and only the last one"
         )
-    if manifest.get("state") != "complete":
-        raise RevertRefused(f"the checkpointed sync of {target} did not finish: sync it again")
+    if manifest.get("state") == "syncing":
+        return  # cut off before it could put the clone back itself: reverting finishes that
     if await disk_stamp(agent, paths) != manifest.get("stamp_after"):
         raise RevertRefused(
             f"{target}'s disks changed after the sync (was it started?): reverting would mix "
@@ -223,12 +224,19 @@ async def revert(client: KVMCloneClient, dest: str, target: str) -> RevertResult
     restored = await apply(host, agent, manifest)
     old_xml = str(manifest["domain_xml"])
     await host.libvirt.call(lambda c: c.defineXML(old_xml))
-    # The source's checkpoint moved on with the sync: the next sync compares hashes, and
-    # deletes that checkpoint (recorded as pending) on the source.
-    pending = {"sync-pending": now["checkpoint"]} if now.get("checkpoint") else {}
-    await set_clone_metadata(
-        host, vm.uuid, {"sync-state": "reverted", **pending}, ("checkpoint", "dest-stamp")
-    )
+    if manifest.get("state") == "syncing":
+        # An interrupted sync: the source's checkpoint never moved, the clone is back at it.
+        updates = {"dest-stamp": await disk_stamp(agent, paths)}
+        if now.get("sync-pending"):  # the cut-off sync's own checkpoint: the next sync drops it
+            updates["sync-pending"] = now["sync-pending"]
+        await set_clone_metadata(host, vm.uuid, updates)
+    else:
+        # The source's checkpoint moved on with the sync: the next sync compares hashes, and
+        # deletes that checkpoint (recorded as pending) on the source.
+        pending = {"sync-pending": now["checkpoint"]} if now.get("checkpoint") else {}
+        await set_clone_metadata(
+            host, vm.uuid, {"sync-state": "reverted", **pending}, ("checkpoint", "dest-stamp")
+        )
     await discard(host, agent, path)
     return RevertResult(
         dest, target, str(manifest.get("job", "")), restored, time.monotonic() - started

@@ -321,3 +321,53 @@ async def test_bitmap_sync_cut_by_a_dropped_connection_resumes_in_bitmap_mode(
     names = alpha.virsh("checkpoint-list", "--domain", NAME, "--name").split()
     assert names == [f"kvmclone-{result.job_id}"]  # neither the base nor the cut sync's
     assert leftovers(clean_beta) == []
+
+
+async def test_checkpointed_sync_cut_off_from_the_clone_is_reverted_afterwards(
+    lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, qcow2_vm: Path, no_agent: None
+) -> None:
+    dest = lab.layout.host_path("beta", f"{IMAGES}/{CLONE}-vda.qcow2")
+    before = dest.with_name("bm-before.qcow2")
+    async with KVMCloneClient(lab_config) as client:
+        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE)
+        shutil.copyfile(dest, before)
+        try:
+            qemu_io(qcow2_vm, "write -P 0x55 8M 8M")
+            task = asyncio.ensure_future(
+                client.sync_vm(
+                    "alpha",
+                    "beta",
+                    NAME,
+                    target_name=CLONE,
+                    checkpoint=True,
+                    bandwidth_limit=1 * MiB,
+                )
+            )
+            for _ in range(200):
+                meta = await asyncio.to_thread(clone_meta, clean_beta, CLONE)
+                if meta.get("sync-state") == "in-progress":
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(2.0)
+            for pid in _sshd_sessions(clean_beta.namespace()):  # the clone's host is cut off:
+                os.kill(pid, signal.SIGKILL)  # the sync cannot put it back by itself
+            with pytest.raises((KVMCloneError, OSError)):
+                await asyncio.wait_for(task, 60)
+            assert clone_meta(clean_beta, CLONE)["sync-state"] == "in-progress"
+            assert not same_guest_data(before, dest)  # half written
+            reverted = await client.revert_sync("beta", CLONE)
+            assert reverted.restored_bytes > 0 and same_guest_data(before, dest)
+            meta = clone_meta(clean_beta, CLONE)
+            assert meta.get("sync-state") != "in-progress"
+            assert meta["checkpoint"] == f"kvmclone-{clone.job_id}"
+            plan = await client.plan_sync(
+                "alpha", "beta", NAME, client.sync_options(target_name=CLONE)
+            )
+            assert plan.mode == "bitmap", plan.mode_reason  # the base still serves
+            done = await client.run_sync_plan(plan)
+        finally:
+            before.unlink(missing_ok=True)
+    assert done.changed_bytes == 8 * MiB and same_guest_data(qcow2_vm, dest)
+    assert leftovers(clean_beta) == []
+    names = lab.runtime("alpha").virsh("checkpoint-list", "--domain", NAME, "--name").split()
+    assert names == [f"kvmclone-{done.job_id}"]
