@@ -37,7 +37,13 @@ the clone's name (``SyncDialog``, prefilled from the remembered pair); the pair 
 the app session and runs ``sync_vm`` in its ``SyncView``'s worker; ``r`` on that view (or ``R``
 anywhere: the host panes keep ``r`` for refresh) runs the last pair again without asking. A
 ``SyncRefused`` is recognised by shape (``engine.sync`` imports libvirt) and its conflicts are
-logged in red.
+logged in red. ``x`` cancels a running sync (``SyncFlow.cancel`` asks first); after any run that
+did not complete, the view reads the clone's ``sync-state`` from its metadata (through
+``DomainXMLSource``) and, while it says in-progress, shows the clone as mid-sync: ``r`` resumes.
+
+Big inventories: ``VMTable.show`` sizes its columns from the VMs' fields instead of letting
+DataTable measure every cell, and holds the garbage collector off until the rows are painted
+(``GCHold``); see the TUI section of docs/benchmarks.md.
 
 Extension points: ``KVMCloneApp.selection()`` gives the marked VMs by host; a source
 implementing ``DomainXMLSource`` makes the details screen show the domain XML, one implementing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import re
 import time
 
@@ -127,3 +128,29 @@ async def test_column_widths_are_what_datatable_would_measure() -> None:
             measured = max(measure(app.console, cell, 1) for cell in cells)
             assert column.content_width == measured, column.key.value
         assert table.columns[ColumnKey("name")].content_width == 2 + 2 * 6 + 3  # mark + name
+
+
+async def test_the_garbage_collector_waits_for_the_first_paint() -> None:
+    """A full collection (100-250 ms with a few big tables) must not land between an
+    inventory's arrival and its first paint: it is held off until the screen is refreshed, and
+    never left disabled (nor enabled when someone else had disabled it)."""
+    assert gc.isenabled()
+    vms = [make_vm(i) for i in range(500)]
+    app = TableApp()
+    async with app.run_test(size=(200, 50)) as pilot:
+        table = app.query_one(VMTable)
+        table.show(vms)
+        assert not gc.isenabled()
+        await pilot.pause()  # the refresh with the rows
+        assert gc.isenabled() and table.row_count == 500
+
+        gc.disable()  # someone else's (Textual's PAUSE_GC_ON_SCROLL, say)
+        try:
+            table.show(vms[:10])
+            await pilot.pause()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+        table.show(vms)  # the app closes before it refreshes again
+    assert gc.isenabled()

@@ -190,7 +190,7 @@ class SyncView(Vertical, can_focus=True):
             xml = await runner.domain_xml(pair.dest, pair.target)
             state = read_clone_metadata(xml).get("sync-state")
         except Exception as exc:  # shown, never fatal
-            self._state_known(None, f"{where} may be mid-sync: its sync state unread ({exc})")
+            self._state_known(None, f"{where} may be mid-sync: its state could not be read: {exc}")
             return
         if state == "in-progress":
             self._state_known(True, f"{where} is marked sync-state=in-progress: r resumes")

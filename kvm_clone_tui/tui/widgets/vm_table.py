@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -121,6 +122,36 @@ def columns_for(widths: dict[str, int], width: int, padding: int) -> tuple[str, 
     return tuple(c.key for c in COLUMNS if c.key in keep)
 
 
+class GCHold:
+    """Python's cyclic garbage collector held off while tables fill and paint (see ``show``).
+
+    A full collection walks every object of the app: 100-250 ms once a few 500-VM tables
+    exist, and the thousands of cells a table load allocates are what sets it off, so it used
+    to land between an inventory's arrival and its first paint (Textual holds it off the same
+    way during smooth scrolling, ``App.PAUSE_GC_ON_SCROLL``). Holds nest; the collector is
+    enabled again by the last release, and only if a hold disabled it.
+    """
+
+    holds = 0
+    disabled = False  # by a hold (not by someone else)
+
+    @classmethod
+    def hold(cls) -> None:
+        """Hold off collections until the matching :meth:`release`."""
+        if cls.holds == 0 and gc.isenabled():
+            gc.disable()
+            cls.disabled = True
+        cls.holds += 1
+
+    @classmethod
+    def release(cls) -> None:
+        """End one hold; the last one lets the collector run again."""
+        cls.holds = max(0, cls.holds - 1)
+        if cls.holds == 0 and cls.disabled:
+            cls.disabled = False
+            gc.enable()
+
+
 def _same(a: Text, b: Text) -> bool:
     return a.plain == b.plain and a.style == b.style and a.spans == b.spans
 
@@ -161,10 +192,14 @@ class VMTable(DragSource, DataTable[Text], can_focus=True):  # the mixin would s
         self.marked: set[str] = set()
         self.pattern = pattern
         self.shown_columns: tuple[str, ...] = ()
+        self._gc_held = False
         self._set_columns(tuple(c.key for c in COLUMNS))
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle_marked())
+
+    def on_unmount(self) -> None:
+        self._release_gc()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_columns()
@@ -204,7 +239,17 @@ class VMTable(DragSource, DataTable[Text], can_focus=True):  # the mixin would s
         return [self.vms[name] for name in sorted(self.marked) if name in self.vms]
 
     def show(self, vms: Iterable[VM]) -> None:
-        """Show a whole inventory (keeping the cursor's VM and the marks that still exist)."""
+        """Show a whole inventory (keeping the cursor's VM and the marks that still exist).
+
+        The garbage collector is held off (:class:`GCHold`) until the screen has been
+        refreshed with the rows: the first paint of a big inventory does not wait for a
+        collection.
+        """
+        if not self._gc_held and self.is_attached:
+            self._gc_held = True
+            GCHold.hold()
+            if not self.call_after_refresh(self._release_gc):
+                self._release_gc()  # closing: no refresh will come
         self.vms = {vm.name: vm for vm in vms}
         self.marked &= set(self.vms)
         self._refill()
@@ -241,6 +286,11 @@ class VMTable(DragSource, DataTable[Text], can_focus=True):  # the mixin would s
         if name is None:
             return ()
         return tuple(sorted(self.marked)) if name in self.marked else (name,)
+
+    def _release_gc(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            GCHold.release()
 
     # -- marks -----------------------------------------------------------------------------------
 
