@@ -30,8 +30,9 @@ the image's persistent dirty bitmaps as a running QEMU would. Then, after ``sync
    earlier clone needed)
 5. ``kvm-clone sync --mode bitmap`` of ``bench-sync-<size>`` for each further size
 
-kvm-clone runs with an ``ssh-agent`` holding the lab key, so it takes its direct route (alpha's
-agent sends straight to beta's) as it would for an operator with an agent.
+kvm-clone runs with an ``ssh-agent`` holding the lab key, as an operator with an agent would:
+``clone`` then takes its direct route (alpha sends straight to beta); ``sync`` relays through
+this process whatever the agent (it has no direct route yet), so its data crosses two hops.
 
 After each method, ``qemu-img compare -U`` of the source image and the clone's image (their
 paths in the lab's directories) must say they are identical as the guest sees them; then the
@@ -437,6 +438,7 @@ def run_method(
 ) -> Outcome:
     """Fresh clone, change the source, measure the method, compare, clean up."""
     out = Outcome(method.name, run)
+    mode = "bitmap" if "bitmap" in method.name else "hash"
     clone = f"bs-{method.name.replace(' ', '-').replace('@', '-')}-r{run}"
     source_image = lab.images(SRC) / method.vm.image
     try:
@@ -449,7 +451,6 @@ def run_method(
                 return out
         write_change(source_image, offsets, f"{run}-{method.name}", tmp)
         if method.name.startswith("kvm-clone sync"):
-            mode = "bitmap" if "bitmap" in method.name else "hash"
             argv = [str(KVM_CLONE), "sync", SRC, DST, method.vm.name, "--target-name", clone]
             argv += ["--mode", mode, "--output", "json"]
         elif method.name == "rsync":

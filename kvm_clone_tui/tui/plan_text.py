@@ -1,6 +1,9 @@
-"""A clone plan for people, as the clone dialog shows it: route, space, files, problems."""
+"""Clone and sync plans for people, as the dialogs show them: route, space, files, mode,
+checkpoints, problems."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -8,6 +11,9 @@ from rich.text import Text
 
 from kvm_clone_tui.engine.plan import ClonePlan
 from kvm_clone_tui.engine.units import format_bytes
+
+if TYPE_CHECKING:
+    from kvm_clone_tui.engine.sync import SyncPlan
 
 LABEL_WIDTH = 10
 
@@ -63,7 +69,7 @@ def files_table(plan: ClonePlan) -> RenderableType:
     return table
 
 
-def problems(plan: ClonePlan) -> Text:
+def problems(plan: ClonePlan | SyncPlan) -> Text:
     """Warnings (yellow) and conflicts (red: they refuse the clone)."""
     text = Text()
     for warning in plan.warnings:
@@ -88,3 +94,39 @@ def plan_failure(vm: str, error: str) -> Text:
     text.append(vm, style="bold")
     text.append(f": could not plan: {error}", style="bold red")
     return text
+
+
+def sync_plan_renderable(plan: SyncPlan) -> RenderableType:
+    """A sync plan: the mode and why, the checkpoints, the undo, the file pairs, problems."""
+    text = Text()
+    text.append(plan.vm.name, style="bold")
+    text.append(f" ({plan.source_host}, {plan.vm.state.value}) ⇉ ")
+    text.append(plan.target, style="bold")
+    text.append(f" on {plan.dest_host}")
+    _row(text, "mode", f"{plan.mode}: {plan.mode_reason}")
+    if plan.source_running:
+        _row(text, "source", "running: its disks are read at one point in time (a backup job)")
+    if plan.new_checkpoint:
+        _row(
+            text,
+            "checkpoint",
+            f"{plan.base_checkpoint or '(none)'} → {plan.new_checkpoint} "
+            "(on the source, for the next sync)",
+        )
+    else:
+        _row(text, "checkpoint", "none: the next sync compares block hashes", "dim")
+    if plan.options.checkpoint:
+        _row(text, "undo", "kept: u in the session reverts the clone to before this sync", "green")
+    else:
+        _row(text, "undo", "off: this sync cannot be reverted", "dim")
+    parts: list[RenderableType] = [text]
+    if plan.pairs:
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=True)
+        table.add_column("file", no_wrap=True)
+        table.add_column("source → clone", ratio=1, overflow="fold")
+        for pair in plan.pairs:
+            table.add_row(Text(pair.label), Text(f"{pair.source_path} → {pair.dest_path}"))
+        parts.append(table)
+    if plan.warnings or plan.conflicts:
+        parts.append(problems(plan))
+    return Group(*parts)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from kvm_clone_tui.engine.clone_options import CloneOptions
     from kvm_clone_tui.engine.config import Config
     from kvm_clone_tui.engine.plan import ClonePlan
-    from kvm_clone_tui.engine.sync import SyncOptions, SyncResult
+    from kvm_clone_tui.engine.sync import SyncOptions, SyncPlan, SyncResult
+    from kvm_clone_tui.engine.sync_undo import RevertResult
 
 Listener = Callable[[InventoryEvent], None]
 EventCallback = Callable[[JobEvent], None]
@@ -83,6 +84,11 @@ class CloneSource(Protocol):
     async def rollback_job(self, job_id: str, on_event: EventCallback | None = None) -> None:
         """Roll back a job that failed and kept its staged files."""
 
+    async def resume_job(
+        self, job_id: str, on_event: EventCallback | None = None, *, auto_rollback: bool = True
+    ) -> CloneResult:
+        """Finish a job that kept its staged files: only missing or differing blocks move."""
+
 
 @runtime_checkable
 class SyncSource(Protocol):
@@ -90,6 +96,11 @@ class SyncSource(Protocol):
 
     def sync_options(self, **overrides: object) -> SyncOptions:
         """Sync options with the config's defaults, then ``overrides``."""
+
+    async def plan_sync(
+        self, source: str, dest: str, vm: str, options: SyncOptions | None = None
+    ) -> SyncPlan:
+        """Check a sync and say how it would run (mode and why, checkpoints, refusals)."""
 
     async def sync_vm(
         self,
@@ -101,6 +112,10 @@ class SyncSource(Protocol):
         on_event: EventCallback | None = None,
     ) -> SyncResult:
         """Bring the clone of ``vm`` on ``dest`` up to date (``SyncRefused``: conflicts)."""
+
+    async def revert_sync(self, dest: str, target: str) -> RevertResult:
+        """Put clone ``target`` back as it was before its last sync made with a checkpoint
+        (``RevertRefused``: nothing to revert, changed since, running)."""
 
 
 class HostFeeds:

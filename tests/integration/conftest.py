@@ -68,7 +68,7 @@ def ssh_agent(_agent_socket: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def purge(runtime: LabHostRuntime, name: str) -> None:
     """Remove VM ``name`` and every file kvm-clone may have left for it on a lab host."""
     runtime.virsh("destroy", "--domain", name, check=False)
-    runtime.virsh("undefine", "--domain", name, "--nvram", check=False)
+    runtime.virsh("undefine", "--domain", name, "--nvram", "--checkpoints-metadata", check=False)
     images = runtime.layout.host_path(runtime.host.name, IMAGES)
     for path in images.iterdir():
         if path.name.startswith((f"{name}-", ".kvmclone-")):

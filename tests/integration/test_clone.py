@@ -248,7 +248,7 @@ async def test_a_vm_with_a_hostile_name_clones_safely(
         assert clean_beta.virsh("domstate", "--domain", name).strip() == "shut off"
         assert not lab.layout.host_path("beta", "/root/.ssh/pwned").exists()
     finally:
-        alpha.virsh("undefine", "--domain", name, check=False)
+        alpha.virsh("undefine", "--domain", name, "--checkpoints-metadata", check=False)
 
 
 async def test_destination_pool_too_small_is_refused_before_copying(
@@ -493,7 +493,7 @@ async def test_symlinked_disk_outside_any_pool_and_ejected_cdrom(
         assert cdrom.find("source") is None  # ejected: the ISO is not on beta
     finally:
         drop_source_checkpoints(alpha)  # libvirt refuses to undefine a VM with checkpoints
-        alpha.virsh("undefine", "--domain", "odd-paths", check=False)
+        alpha.virsh("undefine", "--domain", "odd-paths", "--checkpoints-metadata", check=False)
         for name in ("link.qcow2", "real.qcow2"):
             (local / name).unlink(missing_ok=True)
 

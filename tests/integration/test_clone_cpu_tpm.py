@@ -62,7 +62,7 @@ def define_vm(lab: Lab) -> Iterator[DefineVM]:
     yield define
     for name in names:
         alpha.virsh("destroy", name, check=False)
-        alpha.virsh("undefine", name, check=False)  # also removes its TPM state
+        alpha.virsh("undefine", name, "--checkpoints-metadata", check=False)  # and its TPM state
         lab.layout.host_path("alpha", f"{IMAGES}/{name}.img").unlink(missing_ok=True)
 
 

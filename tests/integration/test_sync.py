@@ -40,7 +40,7 @@ def source_vm(lab: Lab) -> tuple[str, object]:
     xml = re.sub(r"<mac address='[^']*'/>", "<mac address='52:54:00:6c:ab:77'/>", xml)
     alpha.virsh("define", "/dev/stdin", input=xml)
     yield name, images
-    alpha.virsh("undefine", "--domain", name, check=False)
+    alpha.virsh("undefine", "--domain", name, "--checkpoints-metadata", check=False)
     for suffix in ("img", "qcow2"):
         (images / f"{name}-{suffix}").unlink(missing_ok=True)
 

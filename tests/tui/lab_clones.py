@@ -39,7 +39,7 @@ def domains(runtime: LabHostRuntime) -> set[str]:
 def remove_clone(runtime: LabHostRuntime, name: str, job_ids: tuple[str, ...] = ()) -> None:
     """Undefine VM ``name`` and delete its files and its jobs' files from the default pool."""
     runtime.virsh("destroy", "--domain", name, check=False)
-    runtime.virsh("undefine", "--domain", name, "--nvram", check=False)
+    runtime.virsh("undefine", "--domain", name, "--nvram", "--checkpoints-metadata", check=False)
     for path in images(runtime).iterdir():
         if path.name.startswith(f"{name}-") or any(f"-{j}-" in path.name for j in job_ids):
             path.unlink(missing_ok=True)

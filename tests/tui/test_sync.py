@@ -82,7 +82,7 @@ def source_vm(lab: Lab) -> Iterator[tuple[str, Path]]:
         alpha.virsh("define", "/dev/stdin", input=xml)
         yield name, disk
     finally:
-        alpha.virsh("undefine", "--domain", name, "--nvram", check=False)
+        alpha.virsh("undefine", "--domain", name, "--nvram", "--checkpoints-metadata", check=False)
         disk.unlink(missing_ok=True)
 
 
