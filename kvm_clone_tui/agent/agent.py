@@ -227,14 +227,50 @@ class Progress:
             emit({"progress": done, "total": self.total}, err=True)
 
 
+DIGESTS = ("blake2b", "sha256")  # sha256 where both hosts hash it in hardware (probe: sha_hw)
+
+
+def new_hash(algo: str) -> Any:
+    """The stream digest: blake2b-32, or sha256 (the same size)."""
+    if algo == "sha256":
+        return hashlib.sha256()
+    if algo != "blake2b":
+        raise AgentError("protocol", f"unknown digest {algo!r}")
+    return hashlib.blake2b(digest_size=DIGEST_SIZE)
+
+
+def block_digest(algo: str, mv: memoryview) -> str:
+    """The 16-byte digest of one block for ``hash``."""
+    if algo == "sha256":
+        return hashlib.sha256(mv).hexdigest()[: 2 * BLOCK_DIGEST_SIZE]
+    return hashlib.blake2b(mv, digest_size=BLOCK_DIGEST_SIZE).hexdigest()
+
+
+def sha_in_hardware() -> bool:
+    """Whether this CPU computes SHA-256 in hardware (x86 SHA-NI, Arm SHA2): then sha256 runs
+    about 2.5x faster than blake2b."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                words = value.split()
+                if key.strip() == "flags" and "sha_ni" in words:
+                    return True
+                if key.strip() == "Features" and "sha2" in words:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 class StreamHash:
     """The stream digest, computed on a worker thread so that hashing overlaps the I/O.
 
     A submitted payload must stay untouched until the next ``submit`` or ``hexdigest``.
     """
 
-    def __init__(self) -> None:
-        self.h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    def __init__(self, algo: str = "blake2b") -> None:
+        self.h = new_hash(algo)
         self.pool = ThreadPoolExecutor(1)  # one worker: updates run in submission order
         self.last: Future[None] | None = None
 
@@ -246,7 +282,7 @@ class StreamHash:
 
     def hexdigest(self) -> str:
         self.pool.shutdown(wait=True)
-        return self.h.hexdigest()
+        return str(self.h.hexdigest())
 
 
 def write_all(*parts: bytes | bytearray | memoryview) -> None:
@@ -299,13 +335,14 @@ def stream_out(
     bs, start = args.block_size, args.start_offset
     total = sum(max(0, off + n - max(off, start)) for off, n in extents + zero_extents)
     meta = dict(protocol=PROTOCOL_VERSION, agent=AGENT_VERSION, size=size, block_size=bs)
+    meta["digest"] = args.digest
     header = json_bytes(dict(meta, allocated=allocated, start_offset=start, total=total))
     os.set_blocking(1, True)
     enlarge_pipe(1)
     small = bytearray(HEADER_STRUCT.pack(FRAME_HEADER, MAGIC, len(header)) + header)
     views = [memoryview(bytearray(bs)), memoryview(bytearray(bs))]
     cur, zero, sent, zeros = 0, bytes(bs), 0, 0
-    hasher = StreamHash() if not args.no_hash else None
+    hasher = StreamHash(args.digest) if not args.no_hash else None
     progress, t0 = Progress(total), time.monotonic()
     work = sorted(
         [(o, n, True) for o, n in blocks(extents, bs, start)]
@@ -351,6 +388,7 @@ NBD_REP_ACK, NBD_REP_INFO, NBD_REP_META_CONTEXT = 1, 3, 4
 NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_DISC, NBD_CMD_FLUSH = 0, 1, 2, 3
 NBD_CMD_WRITE_ZEROES, NBD_CMD_BLOCK_STATUS = 6, 7
 NBD_FLAG_READ_ONLY = 1 << 1
+NBD_IN_FLIGHT = 16  # writes sent before their replies are read
 NBD_REPLY_FLAG_DONE = 1
 NBD_REPLY_NONE, NBD_REPLY_DATA, NBD_REPLY_HOLE, NBD_REPLY_STATUS = 0, 1, 2, 5
 NBD_STATE_HOLE, NBD_STATE_ZERO = 1, 2
@@ -365,7 +403,7 @@ class NBDClient:
 
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
-        self.handle, self.flags = 0, 0
+        self.handle, self.flags, self.in_flight = 0, 0, 0
         self.contexts: dict[int, str] = {}
         self._handshake(export, contexts)
 
@@ -466,6 +504,7 @@ class NBDClient:
 
     def read_into(self, mv: memoryview, offset: int) -> None:
         """Read ``len(mv)`` bytes at ``offset`` (at most 32 MiB)."""
+        self._settle()  # replies arrive in any order: none of a write may be pending
         self._request(NBD_CMD_READ, offset, len(mv))
         for _ in self._chunks(mv, offset):
             pass
@@ -474,20 +513,30 @@ class NBDClient:
         for _ in self._chunks(None, 0):
             pass
 
+    def _settle(self, keep: int = 0) -> None:
+        """Read replies of writes in flight until at most ``keep`` remain (errors raise)."""
+        while self.in_flight > keep:
+            self._done()
+            self.in_flight -= 1
+
     def write(self, offset: int, mv: memoryview) -> None:
-        """Write ``mv`` at ``offset`` (the server acknowledges before the next request)."""
+        """Write ``mv`` at ``offset``; up to NBD_IN_FLIGHT writes wait for their replies at
+        once (the data is in the socket's buffer when this returns: ``mv`` may be reused)."""
         if self.flags & NBD_FLAG_READ_ONLY:
             raise AgentError("nbd", "the NBD export is read-only")
         self._request(NBD_CMD_WRITE, offset, len(mv), mv)
-        self._done()
+        self.in_flight += 1
+        self._settle(NBD_IN_FLIGHT)
 
     def write_zeroes(self, offset: int, length: int) -> None:
         """Make a range read as zeros (the server may unmap it)."""
         self._request(NBD_CMD_WRITE_ZEROES, offset, length)
-        self._done()
+        self.in_flight += 1
+        self._settle(NBD_IN_FLIGHT)
 
     def flush(self) -> None:
-        """Everything written so far is on stable storage."""
+        """Everything written so far is acknowledged and on stable storage."""
+        self._settle()
         self._request(NBD_CMD_FLUSH, 0, 0)
         self._done()
 
@@ -739,7 +788,10 @@ class Receiver:
         self.good = start
         views = [memoryview(bytearray(bs)), memoryview(bytearray(bs))]
         cur, written, zeros, flushed = 0, 0, 0, start
-        hasher = None if args.no_verify else StreamHash()
+        algo = str(meta.get("digest", "blake2b"))
+        if algo not in DIGESTS:
+            raise AgentError("protocol", f"unknown stream digest {algo!r}")
+        hasher = None if args.no_verify else StreamHash(algo)
         progress = Progress(int(meta.get("total", 0)))
         while True:
             ftype = self.read(1)[0]
@@ -1015,6 +1067,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out = dict(agent_version=AGENT_VERSION, protocol=PROTOCOL_VERSION, platform=sys.platform)
     out.update(python=platform.python_version(), cpu_count=os.cpu_count() or 1)
     out.update(zstd=shutil.which("zstd"), qemu_img=shutil.which("qemu-img"))
+    out.update(sha_hw=sha_in_hardware())
     emit(dict(out, seek_data=hasattr(os, "SEEK_DATA"), paths=paths))
     return 0
 
@@ -1054,7 +1107,7 @@ def cmd_hash(args: argparse.Namespace) -> int:
             local.buf = memoryview(bytearray(bs))
         mv = local.buf[: min(bs, size - i * bs)]
         pread_exact(fd, mv, i * bs)
-        return None if zero.startswith(mv) else hashlib.blake2b(mv, digest_size=16).hexdigest()
+        return None if zero.startswith(mv) else block_digest(args.algo, mv)
 
     digests: list[str | None] = [None] * ((size + bs - 1) // bs)
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
@@ -1157,6 +1210,7 @@ def build_parser() -> Parser:
     c.add_argument("--bwlimit", type=parse_size, default=0, help="bytes per second")
     c.add_argument("--start-offset", type=parse_size, default=0, help="resume from here")
     c.add_argument("--no-hash", action="store_true", help="send no digest (--no-verify)")
+    c.add_argument("--digest", choices=DIGESTS, default="blake2b", help="the stream digest")
     c.add_argument(
         "--ranges-stdin",
         action="store_true",
@@ -1170,6 +1224,7 @@ def build_parser() -> Parser:
     c.add_argument("--bwlimit", type=parse_size, default=0, help="bytes per second")
     c.add_argument("--start-offset", type=parse_size, default=0, help="resume from here")
     c.add_argument("--no-hash", action="store_true", help="send no digest (--no-verify)")
+    c.add_argument("--digest", choices=DIGESTS, default="blake2b", help="the stream digest")
     c.add_argument(
         "--dirty",
         metavar="CONTEXT",
@@ -1219,9 +1274,10 @@ def build_parser() -> Parser:
     c = sub.add_parser("stat", help="size, mtime/ctime (ns) and inode of files (JSON)")
     c.add_argument("path", nargs="+")
     c.set_defaults(func=cmd_stat)
-    c = sub.add_parser("hash", help="blake2b-16 of each block; null: reads as zeros (JSON)")
+    c = sub.add_parser("hash", help="a 16-byte digest of each block; null: reads as zeros (JSON)")
     c.add_argument("path")
     c.add_argument("--block-size", type=block_size, default=DEFAULT_BLOCK_SIZE)
+    c.add_argument("--algo", choices=DIGESTS, default="blake2b", help="blake2b-16 or sha256/128")
     c.set_defaults(func=cmd_hash)
     c = sub.add_parser("rename", help="rename a file within --root")
     c.add_argument("src")

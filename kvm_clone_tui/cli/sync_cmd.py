@@ -81,6 +81,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="keep what the sync overwrites so that `kvm-clone revert` can undo it",
     )
+    p.add_argument(
+        "--transfer",
+        choices=("auto", "direct", "relay"),
+        help="direct: SRC sends straight to DST (needs your SSH agent); "
+        "relay: through this machine; auto: direct when possible",
+    )
     p.add_argument("--bandwidth-limit", metavar="RATE", help="bytes per second: 100M")
     p.add_argument("--dry-run", action="store_true", help="check and print the plan only")
     p.add_argument("--output", "-o", choices=("text", "json"), default="text")
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             validate_vm_name(args.target_name)
         overrides: dict[str, Any] = {"target_name": args.target_name, "mode": args.mode}
         overrides["checkpoint"] = args.checkpoint or None
+        overrides["transfer"] = args.transfer
         if args.bandwidth_limit:
             overrides["bandwidth_limit"] = parse_bandwidth(args.bandwidth_limit)
     except (ValidationError, ConfigError, ValueError) as exc:

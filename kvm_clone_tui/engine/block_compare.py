@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import Journal, StagedFile
 from kvm_clone_tui.engine.progress import RateMeter, disk_progress
-from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.sync import SYNC_BLOCK_SIZE, _hashes
 from kvm_clone_tui.engine.transfer import (
     FileTransfer,
@@ -131,9 +131,10 @@ async def resume_file(
         return await copy_file(src, src_agent, dst, dst_agent, item, options, on_progress)
     started = time.monotonic()
     bs = SYNC_BLOCK_SIZE
+    algo = await shared_digest(src_agent, dst_agent)
     (size, mine), (their_size, theirs), layout = await asyncio.gather(
-        _hashes(src_agent, item.source_path, bs),
-        _hashes(dst_agent, item.dest_path, bs),
+        _hashes(src_agent, item.source_path, bs, algo),
+        _hashes(dst_agent, item.dest_path, bs, algo),
         src_agent.call(["extents", item.source_path]),
     )
     if size != item.size:

@@ -276,6 +276,7 @@ class KVMCloneClient:
 
         values: dict[str, object] = {
             "mode": self.config.sync.mode,
+            "transfer": self.config.clone.transfer,
             "bandwidth_limit": self.config.clone.bandwidth_limit_bytes,
             "verify": self.config.clone.verify,
             "parallel": self.config.clone.parallel,

@@ -225,10 +225,12 @@ async def _direct_endpoint(client: KVMCloneClient, dst: Host) -> DirectEndpoint 
     return DirectEndpoint(address=address, port=port, user=user, host_key=key)
 
 
-async def _route(
-    client: KVMCloneClient, options: CloneOptions, src: Host, dst: Host, conflicts: list[str]
+async def choose_route(
+    client: KVMCloneClient, transfer: str, src: Host, dst: Host, conflicts: list[str]
 ) -> tuple[str, str, DirectEndpoint | None]:
-    if options.transfer == "relay":
+    """(route, why, endpoint) for data from ``src`` to ``dst``; ``transfer``: auto|direct|relay
+    (an impossible ``direct`` adds a conflict)."""
+    if transfer == "relay":
         return "relay", "requested with --transfer relay", None
     problem = None
     if not client.ssh_settings.agent_forwarding:
@@ -250,7 +252,7 @@ async def _route(
             f"{src.name} sends straight to {endpoint.address}:{endpoint.port}",
             endpoint,
         )
-    if options.transfer == "direct":
+    if transfer == "direct":
         conflicts.append(f"--transfer direct is impossible: {problem}")
     return "relay", f"through this machine: {problem}", None
 
@@ -417,7 +419,9 @@ async def build_plan(
         except RewriteError as exc:
             conflicts.append(f"the domain definition cannot be cloned: {exc}")
 
-    route, route_reason, endpoint = await _route(client, options, src, dst, conflicts)
+    route, route_reason, endpoint = await choose_route(
+        client, options.transfer, src, dst, conflicts
+    )
     compress, compress_reason = await _compression(
         options, src_agent, probe, route, src, dst, endpoint, conflicts
     )

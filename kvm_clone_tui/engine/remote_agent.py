@@ -7,6 +7,7 @@ host (``send | ssh other receive``) can name it as a file. Only ``python3`` is n
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -117,6 +118,26 @@ class RemoteAgent:
         for path in paths:
             args += ["--path", path]
         return await self.call(args)
+
+
+async def sha_in_hardware(agent: RemoteAgent) -> bool:
+    """Whether the agent's host computes SHA-256 in hardware (asked once per connection)."""
+    known = agent.host.cache.get("sha_hw")
+    if isinstance(known, bool):
+        return known
+    try:
+        found = bool((await agent.probe()).get("sha_hw", False))
+    except (AgentFailure, HostError):
+        found = False
+    agent.host.cache["sha_hw"] = found
+    return found
+
+
+async def shared_digest(a: RemoteAgent, b: RemoteAgent) -> str:
+    """The digest both hosts compute fastest: sha256 when both have SHA instructions (about
+    2.5x faster than blake2b there), else blake2b."""
+    both = await asyncio.gather(sha_in_hardware(a), sha_in_hardware(b))
+    return "sha256" if all(both) else "blake2b"
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ import posixpath
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
 from kvm_clone_tui.engine.checkpoints import BitmapDisk
@@ -44,9 +44,12 @@ from kvm_clone_tui.engine.errors import HostError, KVMCloneError
 from kvm_clone_tui.engine.journal import new_job_id
 from kvm_clone_tui.engine.live_source import backup_begin, backup_end
 from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
+from kvm_clone_tui.engine.plan import choose_route
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
-from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.transfer import (
+    DirectEndpoint,
+    DirectRouteUnavailable,
     FileTransfer,
     TransferOptions,
     TransferResult,
@@ -70,6 +73,7 @@ class SyncOptions:
     block_size: int = SYNC_BLOCK_SIZE
     no_progress_timeout: float = 120.0
     checkpoint: bool = False  # keep what the sync overwrites, so that it can be reverted
+    transfer: str = "auto"  # auto | direct | relay, as for a clone
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class SyncPlan:
     all_targets: tuple[str, ...] = ()
     virtual_sizes: tuple[tuple[str, int], ...] = ()  # disk target -> bytes the guest sees
     dest_formats: tuple[tuple[str, str], ...] = ()  # the clone's disk target -> its format
+    route: str = "relay"
+    route_reason: str = ""
+    direct: DirectEndpoint | None = None
 
     @property
     def ok(self) -> bool:
@@ -130,6 +137,7 @@ class SyncPlan:
         lines = [
             f"sync {self.vm.name} ({self.source_host}) -> {self.target} ({self.dest_host})",
             f"  mode: {self.mode} ({self.mode_reason})",
+            f"  data path: {self.route} ({self.route_reason})",
         ]
         lines += [f"  {p.label:<14} {p.source_path} -> {p.dest_path}" for p in self.pairs]
         if self.new_checkpoint:
@@ -257,6 +265,13 @@ async def build_sync_plan(
             f"{vm_name} is {vm.state.value} and {mode_reason or 'hash mode was asked for'}: "
             "hash mode reads the disk files, so shut it down first (or clone it afresh, live)"
         )
+    route, route_reason, direct = await choose_route(
+        client,
+        options.transfer,
+        await client.host(source),
+        await client.host(dest),
+        conflicts,
+    )
     dest_xml = ""
     if not conflicts:
         try:
@@ -291,6 +306,9 @@ async def build_sync_plan(
         all_targets=tuple(d.target for d in vm.disks),
         virtual_sizes=tuple((d.target, d.virtual_size or 0) for d in vm.disks),
         dest_formats=tuple((d.target, d.format or "raw") for d in target.disks),
+        route=route,
+        route_reason=route_reason,
+        direct=direct,
     )
 
 
@@ -378,8 +396,11 @@ def _ranges(
     return out
 
 
-async def _hashes(agent: RemoteAgent, path: str, bs: int) -> tuple[int, list[str | None]]:
-    result = await agent.call(["hash", path, "--block-size", str(bs)], timeout=3600)
+async def _hashes(
+    agent: RemoteAgent, path: str, bs: int, algo: str = "blake2b"
+) -> tuple[int, list[str | None]]:
+    args = ["hash", path, "--block-size", str(bs), "--algo", algo]
+    result = await agent.call(args, timeout=3600)
     return int(result["size"]), list(result["blocks"])
 
 
@@ -413,6 +434,7 @@ class _SyncRun:
         self.manifest: dict[str, object] | None = None
         self.created_checkpoint = False
         self.consistency: str | None = None
+        self.direct = plan.direct
 
     def emit(self, step: str, message: str = "") -> None:
         if self.on_event is not None:
@@ -459,7 +481,9 @@ class _SyncRun:
             working["sync-pending"] = plan.new_checkpoint
         await replace_clone_metadata(self.dst, plan.target_uuid, working)
         self.emit("stage", f"{plan.target} marked as being synced (job {plan.job_id})")
-        self.emit("plan", f"mode {plan.mode}: {plan.mode_reason}")
+        self.emit(
+            "plan", f"mode {plan.mode}: {plan.mode_reason}; {plan.route}: {plan.route_reason}"
+        )
         try:
             files = await self._transfer()
         except BaseException as exc:
@@ -555,13 +579,24 @@ class _SyncRun:
 
     async def _copy(self, item: FileTransfer) -> TransferResult:
         options = TransferOptions(
+            direct=self.direct,
             bandwidth_limit=self.plan.options.bandwidth_limit,
             verify=self.plan.options.verify,
             no_progress_timeout=self.plan.options.no_progress_timeout,
         )
-        return await copy_file(
-            self.src, self.src_agent, self.dst, self.dst_agent, item, options, self.progress
-        )
+        try:
+            return await copy_file(
+                self.src, self.src_agent, self.dst, self.dst_agent, item, options, self.progress
+            )
+        except DirectRouteUnavailable as exc:
+            if self.plan.options.transfer == "direct":
+                raise
+            self.direct = None
+            self.emit("warning", f"direct copy impossible ({exc.message}); relaying")
+            options = replace(options, direct=None)
+            return await copy_file(
+                self.src, self.src_agent, self.dst, self.dst_agent, item, options, self.progress
+            )
 
     async def _transfer(self) -> list[FileSync]:
         plan = self.plan
@@ -589,9 +624,10 @@ class _SyncRun:
 
     async def _hash_sync(self, pair: FilePair, undo_path: str | None) -> FileSync:
         bs = self.plan.options.block_size
+        algo = await shared_digest(self.src_agent, self.dst_agent)
         (size, mine), (their_size, theirs) = await asyncio.gather(
-            _hashes(self.src_agent, pair.source_path, bs),
-            _hashes(self.dst_agent, pair.dest_path, bs),
+            _hashes(self.src_agent, pair.source_path, bs, algo),
+            _hashes(self.dst_agent, pair.dest_path, bs, algo),
         )
         ranges = _ranges(mine, theirs, size, their_size, bs)
         changed = sum(n for _, n in ranges)

@@ -20,7 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncssh
@@ -29,7 +29,7 @@ from kvm_clone_tui.agent.protocol import AgentFailure, ReceiveResult, parse_prog
 from kvm_clone_tui.engine.errors import HostError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.progress import DiskProgress, RateMeter, disk_progress
-from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.ssh import preferred_ciphers
 from kvm_clone_tui.engine.validation import shell_quote_argv
 
@@ -102,6 +102,7 @@ class TransferOptions:
     verify: bool = True
     no_progress_timeout: float = 120.0
     connect_timeout: float = 10.0
+    digest: str = "blake2b"  # the stream digest; copy_file picks sha256 where both hash it fast
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ def _send_args(item: FileTransfer, options: TransferOptions) -> list[str]:
         args += ["--bwlimit", str(options.bandwidth_limit)]
     if not options.verify:
         args.append("--no-hash")
+    elif options.digest != "blake2b":
+        args += ["--digest", options.digest]
     if item.ranges is not None:
         args.append("--ranges-stdin")
     if item.nbd_dirty is not None:
@@ -360,6 +363,8 @@ async def copy_file(
     on_progress: ProgressCallback,
 ) -> TransferResult:
     """Copy one file; raises TransferError (DirectRouteUnavailable for a direct failure)."""
+    if options.verify:
+        options = replace(options, digest=await shared_digest(src_agent, dst_agent))
     watch = _Watch(item, on_progress)
     started = time.monotonic()
     route = "direct" if options.direct is not None else "relay"

@@ -20,7 +20,7 @@ Where things are:
 - ``sync_flow.py``: sync sessions (``s`` on a VM, ``r`` on a session, ``R`` anywhere);
   ``sync_session.py`` the remembered pairs and each run's numbers; ``widgets/sync_view.py`` a
   session in the jobs panel (built from the job view's parts); ``screens/sync_dialog.py`` the
-  clone's name.
+  clone's name, the mode, the undo checkpoint and the live sync plan.
 - ``source.py``: what the UI needs from the engine (``CloneSource`` for clones), and
   ``HostFeeds`` (one subscription per host tracker, events routed to the pane showing the host).
 - ``commands.py``: the command palette's commands; ``messages.py``: messages between parts.
@@ -30,12 +30,18 @@ Cloning, in short: ``c`` asks where (``DestinationScreen``), a drop on another p
 only conflict-free plans; each plan runs in its ``JobView``'s worker (``run_plan`` with
 ``auto_rollback=False``) whose ``JobEvent`` callbacks are posted back to the view as messages
 and repainted on a timer. A failure that kept staged files (``CloneFailed``) opens the rollback
-prompt; cancelling a worker makes the engine roll back.
+prompt (roll back, keep for resume, show log); cancelling a worker makes the engine roll back.
+``r`` on a kept job runs ``resume_job`` in the same view (a new engine job adopts the staged
+files; ``JobView.job_id`` follows it).
 
-Syncing, in short: ``s`` asks where (``DestinationScreen``, the remembered host highlighted) and
-the clone's name (``SyncDialog``, prefilled from the remembered pair); the pair is remembered for
-the app session and runs ``sync_vm`` in its ``SyncView``'s worker; ``r`` on that view (or ``R``
-anywhere: the host panes keep ``r`` for refresh) runs the last pair again without asking. A
+Syncing, in short: ``s`` asks where (``DestinationScreen``, the remembered host highlighted),
+then the clone's name, the mode and the undo checkpoint (``SyncDialog``, prefilled from the
+remembered pair or the config, planning with ``plan_sync`` after each pause); the pair and its
+``SyncSettings`` are remembered for the app session and run ``sync_vm`` in its ``SyncView``'s
+worker; ``r`` on that view (or ``R`` anywhere: the host panes keep ``r`` for refresh) runs the
+last pair again without asking. ``u`` on a session (after ``ConfirmScreen``) runs
+``revert_sync`` when the last run kept a checkpoint; a ``RevertRefused`` is recognised by class
+name (``engine.sync_undo`` imports the SSH layer) and logged. A
 ``SyncRefused`` is recognised by shape (``engine.sync`` imports libvirt) and its conflicts are
 logged in red. ``x`` cancels a running sync (``SyncFlow.cancel`` asks first); after any run that
 did not complete, the view reads the clone's ``sync-state`` from its metadata (through

@@ -62,6 +62,8 @@ PANE_ACTIONS = frozenset(
         "clone",
         "sync",
         "sync_again",
+        "revert_sync",
+        "resume_job",
         "toggle_jobs",
         "cancel_job",
     }
@@ -223,6 +225,11 @@ class KVMCloneApp(App[None]):
             return self.syncs.can_sync(self.current_pane)
         if action == "sync_again":
             return self.syncs.pairs.last is not None
+        if action == "revert_sync":
+            view = self.syncs.target()
+            return view is not None and view.why_not_revertible() is None
+        if action == "resume_job":
+            return self._kept_job() is not None
         if action == "cancel_job":
             return True if self.clones.target_job() is not None else None  # shown, dimmed
         return True
@@ -327,6 +334,26 @@ class KVMCloneApp(App[None]):
         """Sync the last synced pair again, without asking."""
         self.syncs.again()
 
+    def action_revert_sync(self) -> None:
+        """Revert the focused (or last) sync session's clone to before its last sync (asks)."""
+        self.syncs.revert()
+
+    def _kept_job(self) -> JobView | None:
+        """The job a resume acts on: the focused one, else the only one that can resume."""
+        focused = self.main_screen.focused
+        if isinstance(focused, JobView):
+            return focused if focused.can_resume else None
+        kept = [v for v in self.jobs.views if v.can_resume]
+        return kept[0] if len(kept) == 1 else None
+
+    def action_resume_job(self) -> None:
+        """Resume the focused kept job (or the only one)."""
+        view = self._kept_job()
+        if view is None:
+            self.notify("no kept job to resume: focus one (tab)", severity="warning")
+            return
+        view.resume()
+
     def action_toggle_jobs(self) -> None:
         """Show or hide the jobs panel."""
         jobs = self.jobs
@@ -389,8 +416,9 @@ class KVMCloneApp(App[None]):
             ("VM details", class_bindings(VMDetailsScreen, below=Screen)),
             ("Clone: destination", class_bindings(DestinationScreen, below=Screen)),
             ("Clone dialog", class_bindings(CloneDialog, below=Screen)),
-            ("Sync: the clone's name", class_bindings(SyncDialog, below=Screen)),
+            ("Sync dialog", class_bindings(SyncDialog, below=Screen)),
             ("Sync session", class_bindings(SyncView)),
+            ("Clone job", class_bindings(JobView)),
             ("Failed clone", class_bindings(RollbackScreen, below=Screen)),
             ("Add host", class_bindings(AddHostScreen, below=Screen)),
             ("Questions", class_bindings(ConfirmScreen, below=Screen)),
@@ -413,6 +441,10 @@ class KVMCloneApp(App[None]):
     def _job_changed(self) -> None:
         self._show_status()
         self.refresh_bindings()
+
+    @on(SyncView.RevertRequested)
+    def _revert_requested(self, message: SyncView.RevertRequested) -> None:
+        self.syncs.revert(message.view)
 
     @on(JobView.Failed)
     def _job_failed(self, message: JobView.Failed) -> None:

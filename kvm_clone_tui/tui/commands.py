@@ -20,6 +20,16 @@ PALETTE_COMMANDS: tuple[tuple[str, str, str], ...] = (
         "sync",
     ),
     ("Sync again", "Sync the last synced VM and clone again, without asking", "sync_again"),
+    (
+        "Revert last sync",
+        "Put the clone back as it was before its last sync made with a checkpoint (asks first)",
+        "revert_sync",
+    ),
+    (
+        "Resume kept job",
+        "Finish a failed clone from the files it kept: only missing blocks move",
+        "resume_job",
+    ),
     ("Show/hide jobs", "The jobs panel: progress and log of every clone", "toggle_jobs"),
     (
         "Cancel job",

@@ -39,8 +39,9 @@ class JobStatus(str, Enum):
     FAILED = "failed"
     ROLLING_BACK = "rolling back"
     ROLLED_BACK = "rolled back"
-    KEPT = "failed, staged files kept (kvm-clone recover rolls back)"
+    KEPT = "kept for resume: r resumes, x rolls back"
     ROLLBACK_FAILED = "rollback failed"
+    REVERTING = "reverting to before the sync"
 
     @property
     def active(self) -> bool:
@@ -50,6 +51,7 @@ class JobStatus(str, Enum):
             JobStatus.CANCELLING,
             JobStatus.STOPPING,
             JobStatus.ROLLING_BACK,
+            JobStatus.REVERTING,
         )
 
     @property
@@ -63,6 +65,8 @@ class JobStatus(str, Enum):
             JobStatus.STOPPING: "yellow",
             JobStatus.CANCELLED: "bold yellow",
             JobStatus.ROLLING_BACK: "yellow",
+            JobStatus.REVERTING: "yellow",
+            JobStatus.KEPT: "bold yellow",
         }.get(self, "bold red")
 
 
@@ -97,6 +101,11 @@ class FileState:
         self.rate, self.eta = progress.rate, progress.eta
         self.rates.append(progress.rate)
         return True
+
+    def reset(self) -> None:
+        """Start over (a resumed job reports its files again from the start)."""
+        self.done, self.rate, self.eta, self.finished = 0, 0.0, None, False
+        self.rates.clear()
 
     @property
     def fraction(self) -> float:

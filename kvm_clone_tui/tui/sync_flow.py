@@ -1,11 +1,13 @@
 """Sync sessions, and what follows: the app's sync logic.
 
 ``s`` on a VM -> :class:`DestinationScreen` (the remembered destination highlighted) ->
-:class:`SyncDialog` (the clone's name, prefilled from the remembered pair) -> a
-:class:`SyncView` in the jobs panel (one per pair; a pair synced again runs in its view).
-``r`` on a sync session, or ``R`` anywhere, syncs the last pair again without asking. ``x`` on a
-running session cancels it after a :class:`ConfirmScreen`: the clone stays marked mid-sync and
-the next run resumes it.
+:class:`SyncDialog` (the clone's name, the mode and the undo checkpoint, prefilled from the
+remembered pair or the config; the engine's plan, live) -> a :class:`SyncView` in the jobs panel
+(one per pair; a pair synced again runs in its view). ``r`` on a sync session, or ``R``
+anywhere, syncs the last pair again without asking, with the same settings. ``x`` on a running
+session cancels it after a :class:`ConfirmScreen`: the clone stays marked mid-sync and the next
+run resumes it. ``u`` on a session (or "Revert last sync" in the palette) puts the clone back as
+it was before its last sync, when that sync kept a checkpoint, after a :class:`ConfirmScreen`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from kvm_clone_tui.tui.clone_flow import pane_note
 from kvm_clone_tui.tui.job_state import JobStatus
 from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
 from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
+from kvm_clone_tui.tui.screens.sync_dialog import SyncChoice, SyncDialog
 from kvm_clone_tui.tui.source import SyncSource
-from kvm_clone_tui.tui.sync_session import SyncPair, SyncPairs
+from kvm_clone_tui.tui.sync_session import SyncPair, SyncPairs, SyncSettings
 from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
 from kvm_clone_tui.tui.widgets.sync_view import SyncView
 
 if TYPE_CHECKING:
+    from kvm_clone_tui.engine.sync import SyncPlan
     from kvm_clone_tui.tui.app import KVMCloneApp
 
 
@@ -48,36 +51,59 @@ class SyncFlow:
     def sync_from(self, pane: HostPane) -> None:
         """``s``: pick the destination and the clone's name for the VM under the cursor."""
         vm = pane.table.current_vm() if pane.state is PaneState.CONNECTED else None
-        if vm is None or self.source is None:
+        source = self.source
+        if vm is None or source is None:
             self.app.notify(f"no VM to sync on {pane.host}", severity="warning")
             return
         known = self.pairs.get(pane.host, vm.name)
         hosts = [(p.host, pane_note(p)) for p in self.app.panes]
 
-        def named(dest: str, target: str | None) -> None:
-            if target:
-                self.app.run_worker(self.start(SyncPair(pane.host, vm.name, dest, target)))
+        def named(dest: str, choice: SyncChoice | None) -> None:
+            if choice is not None:
+                pair = SyncPair(pane.host, vm.name, dest, choice.target)
+                self.app.run_worker(self.start(pair, choice.settings))
 
         def picked(dest: str | None) -> None:
             if not dest:
                 return
-            target = known.target if known is not None and known.dest == dest else vm.name
-            dialog = SyncDialog(pane.host, vm.name, dest, target)
-            self.app.push_screen(dialog, lambda name: named(dest, name))
+            same = known is not None and known.dest == dest
+            target = known.target if known is not None and same else vm.name
+            remembered = self.pairs.settings(known) if known is not None and same else None
+
+            async def planner(name: str, settings: SyncSettings) -> SyncPlan:
+                options = source.sync_options(
+                    target_name=name, mode=settings.mode, checkpoint=settings.checkpoint
+                )
+                return await source.plan_sync(pane.host, dest, vm.name, options)
+
+            settings = remembered or self.defaults()
+            dialog = SyncDialog(pane.host, vm.name, dest, target, settings, planner)
+            self.app.push_screen(dialog, lambda choice: named(dest, choice))
 
         preferred = known.dest if known is not None else None
         screen = DestinationScreen(pane.host, [vm], hosts, verb="Sync", preferred=preferred)
         self.app.push_screen(screen, picked)
 
-    async def start(self, pair: SyncPair) -> SyncView | None:
-        """Remember ``pair`` and sync it in its session (made on first use); focus it."""
+    def defaults(self) -> SyncSettings:
+        """The sync settings the config gives (``sync.mode``; no undo checkpoint)."""
+        source = self.source
+        if source is None:
+            return SyncSettings()
+        options = source.sync_options()
+        return SyncSettings(options.mode, options.checkpoint)
+
+    async def start(self, pair: SyncPair, settings: SyncSettings | None = None) -> SyncView | None:
+        """Remember ``pair`` (with ``settings``, else those it had) and sync it in its session
+        (made on first use); focus it."""
         source = self.source
         if source is None:
             self.app.notify("this source cannot sync", severity="error")
             return None
-        self.pairs.remember(pair)
+        settings = settings or self.pairs.settings(pair) or self.defaults()
+        self.pairs.remember(pair, settings)
         jobs = self.app.jobs
-        view = jobs.sync_view(pair) or await jobs.add_sync(pair, source)
+        view = jobs.sync_view(pair) or await jobs.add_sync(pair, source, settings)
+        view.settings = settings
         if not view.start():
             self.app.notify(f"{pair.title}: still running", severity="warning")
         self.app.show_jobs()
@@ -113,3 +139,37 @@ class SyncFlow:
             "completes; r on the session resumes it."
         )
         self.app.push_screen(ConfirmScreen(question, yes="Cancel sync", no="Keep going"), answered)
+
+    def target(self) -> SyncView | None:
+        """The session ``u`` acts on: the focused one, else the last synced pair's."""
+        focused = self.app.main_screen.focused
+        if isinstance(focused, SyncView):
+            return focused
+        last = self.pairs.last
+        return self.app.jobs.sync_view(last) if last is not None else None
+
+    def revert(self, view: SyncView | None = None) -> None:
+        """``u``: confirm, then put the clone back as it was before its last sync."""
+        view = view or self.target()
+        if view is None:
+            self.app.notify("nothing synced yet: press s on a VM first", severity="warning")
+            return
+        why_not = view.why_not_revertible()
+        if why_not is not None:
+            self.app.notify(f"{view.pair.title}: {why_not}", severity="warning")
+            return
+        run = view.runs[-1]
+        pair = view.pair
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                view.revert()
+
+        question = (
+            f"Revert {pair.target} on {pair.dest} to before sync {len(view.runs)} "
+            f"(job {run.job_id})?\n\n"
+            f"The blocks that sync overwrote are written back and {pair.target}'s previous "
+            "definition is restored. The source's checkpoint moved on with that sync, so the "
+            "next sync (r) compares block hashes (hash mode)."
+        )
+        self.app.push_screen(ConfirmScreen(question, yes="Revert", no="Keep the sync"), answered)

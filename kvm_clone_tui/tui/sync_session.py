@@ -108,11 +108,11 @@ class SyncRun:
         )
 
     def note(self) -> str:
-        """``synced (bitmap): 64.0 KiB changed, 66.1 KiB sent in 1.2 s`` (the run's last log
-        line), with the consistency of a running source and whether it can be reverted."""
+        """``synced: 64.0 KiB changed, 66.1 KiB sent in 1.2 s (bitmap mode)`` (the run's last
+        log line), with the consistency of a running source and whether it can be reverted."""
         note = (
-            f"synced ({self.mode}): {format_bytes(self.changed_bytes)} changed, "
-            f"{format_bytes(self.bytes_sent)} sent in {self.seconds:.1f} s"
+            f"synced: {format_bytes(self.changed_bytes)} changed, "
+            f"{format_bytes(self.bytes_sent)} sent in {self.seconds:.1f} s ({self.mode} mode)"
         )
         if self.consistency:
             note += f", {self.consistency}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from kvm_clone_tui.engine.clone import CloneFailed, CloneResult
@@ -95,7 +96,9 @@ class FakeCloneSource(FakeSource):
 
     A job copies its files up to ``stop_at`` (a fraction) in 12 scripted updates, then waits
     until cancelled (the fake rolls back, as the engine does); a VM in ``finishing`` completes,
-    one in ``failing`` fails there with its staged files kept (``CloneFailed``).
+    one in ``failing`` fails there with its staged files kept (``CloneFailed``). Such a job can
+    be resumed (``resume_job``): a new job that finds ``stop_at`` of each file already there and
+    completes.
     """
 
     def __init__(
@@ -114,6 +117,8 @@ class FakeCloneSource(FakeSource):
         self.failing = failing
         self.stop_at = stop_at
         self.rolled_back: list[str] = []
+        self.kept: dict[str, ClonePlan] = {}  # failed jobs that kept their files, by job id
+        self.resumed: list[str] = []
 
     async def plan_clone(
         self, source: str, dest: str, vm: str, options: CloneOptions | None = None
@@ -143,6 +148,7 @@ class FakeCloneSource(FakeSource):
         if plan.vm.name in self.failing:
             cause = HostError(plan.dest_host, f"receive failed: {FULL}")
             emit("failed", str(cause), 6)
+            self.kept[plan.job_id] = plan
             raise CloneFailed(plan.job_id, _journal(plan), cause)
         if not finishing:
             try:
@@ -172,6 +178,55 @@ class FakeCloneSource(FakeSource):
         self, job_id: str, on_event: Callable[[JobEvent], None] | None = None
     ) -> None:
         self.rolled_back.append(job_id)
+        self.kept.pop(job_id, None)
+
+    async def resume_job(
+        self,
+        job_id: str,
+        on_event: Callable[[JobEvent], None] | None = None,
+        *,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        old = self.kept.pop(job_id, None)
+        if old is None:
+            raise HostError("fake", f"no unfinished job {job_id!r}")
+        self.resumed.append(job_id)
+        new_id = f"{job_id}-r"
+        plan = replace(old, job_id=new_id)
+        total = plan.total_bytes
+        there = sum(int(f.allocated * self.stop_at) for f in plan.files)
+
+        def emit(step: str, message: str, at: float, *disks: DiskProgress) -> None:
+            if on_event is not None:
+                on_event(JobEvent(new_id, step, message, disks, time=T0 + at))
+
+        emit(
+            "resume",
+            f"resuming job {job_id} (as job {new_id}): {format_bytes(there)} of "
+            f"{format_bytes(total)} already there; every block is compared with the source "
+            "before it is kept",
+            10,
+        )
+        for i, rate in enumerate(RATES, start=1):
+            share = self.stop_at + (1 - self.stop_at) * i / len(RATES)
+            last = i == len(RATES)
+            emit("copy", "", 10 + i / 2, *(_progress(f, share, rate, last) for f in plan.files))
+        emit("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})", 17)
+        return CloneResult(
+            job_id=new_id,
+            source_host=plan.source_host,
+            dest_host=plan.dest_host,
+            vm=plan.vm.name,
+            new_name=plan.new_name,
+            uuid=plan.new_uuid,
+            route=plan.route,
+            files=(),
+            bytes_copied=total - there,
+            seconds=7.0,
+            started=False,
+            resumed_from=job_id,
+            bytes_reused=there,
+        )
 
 
 def _file_plan(disk: Disk, pool_path: str, new_name: str, job_id: str) -> FilePlan:

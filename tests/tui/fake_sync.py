@@ -5,7 +5,10 @@ deterministic (each run of a pair changes the next size of ``changes``), and can
 exact point (``hold``: before the clone is marked, or after) until ``release`` is set, which a
 real sync cannot do reliably: cancelling before the engine marks the clone takes milliseconds.
 Like the engine, it marks the clone ``sync-state=in-progress`` in its metadata (``domain_xml``)
-while it runs and ``synced`` when it completes.
+while it runs and ``synced`` when it completes. Plans follow the engine's rules in short: auto
+and bitmap modes use the clone's checkpoint (running sources too), hash mode refuses a running
+source; a sync made with ``checkpoint=True`` can be reverted (``revert_sync``) until the next
+sync, else the engine's ``RevertRefused`` is raised (``revert_refused`` forces one).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Literal
 from kvm_clone_tui.engine.domain_rewrite import KVMCLONE_NS
 from kvm_clone_tui.engine.models import DiskDevice
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
-from kvm_clone_tui.engine.sync import SyncOptions, SyncPlan, SyncRefused, SyncResult
+from kvm_clone_tui.engine.sync import FilePair, SyncOptions, SyncPlan, SyncRefused, SyncResult
+from kvm_clone_tui.engine.sync_undo import RevertRefused, RevertResult
 from tests.tui.fake_clone import T0, FakeCloneSource, lab_like_clone_source
 
 KiB = 1 << 10
@@ -35,6 +39,10 @@ class FakeSyncSource(FakeCloneSource):
         self.release = asyncio.Event()
         self.held = 0  # runs that reached ``hold``
         self.sync_states: dict[tuple[str, str], str] = {}  # (host, clone) -> its sync-state
+        self.plans: list[SyncOptions] = []  # every plan asked for (the dialog's)
+        self.undo: dict[tuple[str, str], tuple[str, int]] = {}  # (host, clone) -> (job, bytes)
+        self.reverted: list[tuple[str, str]] = []
+        self.revert_refused: str | None = None  # a refusal every revert gets
 
     async def domain_xml(self, host: str, vm: str) -> str:
         """A clone's definition as far as sync cares: its name and kvmclone metadata."""
@@ -50,6 +58,53 @@ class FakeSyncSource(FakeCloneSource):
     def sync_options(self, **overrides: object) -> SyncOptions:
         return SyncOptions(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
+    async def plan_sync(
+        self, source: str, dest: str, vm: str, options: SyncOptions | None = None
+    ) -> SyncPlan:
+        options = options or SyncOptions()
+        self.plans.append(options)
+        return self._plan(source, dest, vm, options, f"sync-{len(self.runs)}")
+
+    def _plan(self, source: str, dest: str, vm: str, options: SyncOptions, job_id: str) -> SyncPlan:
+        target = options.target_name or vm
+        the_vm = self.inventories[source].vm(vm)
+        assert the_vm is not None
+        running = the_vm.state.value == "running"
+        conflicts = []
+        if options.mode == "hash":
+            mode, reason = "hash", "asked for (--mode hash)"
+            if running:
+                conflicts.append(
+                    f"{vm} is running: hash mode needs a shut-off source (shut it down, or use "
+                    "bitmap mode)"
+                )
+        else:
+            mode, reason = "bitmap", "the clone is unchanged since its checkpoint kvmclone-base"
+        if target in self.refused:
+            conflicts.append(f"{target} on {dest} is not a clone of {vm}")
+        pairs = tuple(
+            FilePair(d.target, d.path or "", f"/var/lib/libvirt/images/{target}-{d.target}.qcow2")
+            for d in the_vm.disks
+            if d.device is DiskDevice.DISK
+        )
+        return SyncPlan(
+            job_id,
+            source,
+            dest,
+            the_vm,
+            target,
+            "",
+            pairs,
+            mode,
+            reason,
+            "",
+            conflicts=tuple(conflicts),
+            options=options,
+            source_running=running,
+            base_checkpoint="kvmclone-base" if mode == "bitmap" else None,
+            new_checkpoint=f"kvmclone-{job_id}",
+        )
+
     async def sync_vm(
         self,
         source: str,
@@ -59,38 +114,61 @@ class FakeSyncSource(FakeCloneSource):
         *,
         on_event: Callable[[JobEvent], None] | None = None,
     ) -> SyncResult:
-        target = (options.target_name if options else None) or vm
-        the_vm = self.inventories[source].vm(vm)
-        assert the_vm is not None
+        options = options or SyncOptions()
+        target = options.target_name or vm
         job_id = f"sync-{len(self.runs)}"
-        conflicts = []
-        if the_vm.state.value == "running":
-            conflicts.append(f"{vm} is running: shut it down (or pause it) before syncing")
-        if target in self.refused:
-            conflicts.append(f"{target} on {dest} is not a clone of {vm}")
-        if conflicts:
-            plan = SyncPlan(job_id, source, dest, the_vm, target, "", (), "hash", "", "")
-            raise SyncRefused(
-                SyncPlan(**{**plan.__dict__, "conflicts": tuple(conflicts)})  # frozen: a copy
-            )
+        plan = self._plan(source, dest, vm, options, job_id)
+        if plan.conflicts:
+            raise SyncRefused(plan)
         n = sum(1 for r in self.runs if r == (source, vm, dest, target))
         self.runs.append((source, vm, dest, target))
         changed = CHANGES[min(n, len(CHANGES) - 1)]
-        labels = [d.target for d in the_vm.disks if d.device is DiskDevice.DISK]
+        labels = [p.label for p in plan.pairs]
 
         def emit(step: str, message: str, at: float, *disks: DiskProgress) -> None:
             if on_event is not None:
                 on_event(JobEvent(job_id, step, message, disks, time=T0 + at))
 
         await self._wait("before-mark")
+        self.undo.pop((dest, target), None)  # a later sync discards the previous undo logs
         self.sync_states[(dest, target)] = "in-progress"
         emit("stage", f"{target} marked as being synced (job {job_id})", 0)
         await self._wait("after-mark")
         emit("plan", f"{labels[0]}: {changed} bytes differ", 0.5)
         emit("copy", "", 1, DiskProgress(labels[0], changed, changed, changed, 0.0, True))
         self.sync_states[(dest, target)] = "synced"
+        if options.checkpoint:
+            self.undo[(dest, target)] = (job_id, changed)
         emit("done", f"synced {vm} to {dest} as {target}", 1.5)
-        return SyncResult(job_id, source, dest, vm, target, "hash", (), changed, changed + 512, 1.5)
+        return SyncResult(
+            job_id,
+            source,
+            dest,
+            vm,
+            target,
+            plan.mode,
+            (),
+            changed,
+            changed + 512,
+            1.5,
+            mode_reason=plan.mode_reason,
+            checkpoint=plan.new_checkpoint,
+            revertible=options.checkpoint,
+            consistency="crash-consistent" if plan.source_running else None,
+        )
+
+    async def revert_sync(self, dest: str, target: str) -> RevertResult:
+        if self.revert_refused is not None:
+            raise RevertRefused(self.revert_refused)
+        undo = self.undo.pop((dest, target), None)
+        if undo is None:
+            raise RevertRefused(
+                f"{target} has no checkpoint to go back to: only a sync made with --checkpoint "
+                "can be reverted, and only the last one"
+            )
+        self.reverted.append((dest, target))
+        self.sync_states[(dest, target)] = "reverted"
+        return RevertResult(dest, target, undo[0], undo[1], 0.8)
 
     async def _wait(self, point: str) -> None:
         if self.hold == point:

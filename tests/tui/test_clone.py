@@ -23,7 +23,7 @@ from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
 from kvm_clone_tui.tui.screens.destination import DestinationScreen
 from kvm_clone_tui.tui.screens.rollback import RollbackScreen
 from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
-from kvm_clone_tui.tui.widgets.job_view import JobView
+from kvm_clone_tui.tui.widgets.job_view import FileRow, JobView
 from tests.tui.conftest import SIZE, screen_text, wait_until
 from tests.tui.lab_clones import (
     domains,
@@ -193,7 +193,7 @@ async def test_job_progress_then_cancel_rolls_back(
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: bool(app.jobs.views), "the job")
             (view,) = app.jobs.views
-            row = next(r for r in view.query("FileRow") if r.state.label == "vda")
+            row = next(r for r in view.query(FileRow) if r.state.label == "vda")
             bar = row.query_one(ProgressBar)
             seen: set[float] = set()
 
@@ -259,7 +259,7 @@ async def test_failure_mid_copy_then_roll_back_from_the_prompt(
             assert "Clone failed" in text and "What happened" in text
             assert view.state.staged and any(pool_path in s for s in view.state.staged)
             assert view.state.staged[0].rsplit("/", 1)[-1][:20] in text
-            for choice in ("Roll back now", "Keep for later", "Show log"):
+            for choice in ("Roll back now", "Keep for resume", "Show log"):
                 assert choice in text
 
             await pilot.press("r")
@@ -270,5 +270,50 @@ async def test_failure_mid_copy_then_roll_back_from_the_prompt(
         listing = await asyncio.to_thread(inside, beta, "ls", "-A", pool_path)
         assert sorted(listing.split()) == ["filler", "lost+found"]
         assert name not in domains(beta)
+    finally:
+        await asyncio.to_thread(remove_clone, beta, name)
+
+
+async def test_failure_mid_copy_then_keep_and_resume(
+    lab: Lab, lab_config: Config, beta: LabHostRuntime, beta_small_pool: tuple[str, str]
+) -> None:
+    """The pool fills up mid-copy; keep for resume, free the space, ``r`` on the job: the
+    engine's resume adopts the staged files and the clone is defined on beta."""
+    pool, pool_path = beta_small_pool
+    name = unique_name("resume")
+    app = KVMCloneApp(["alpha", "beta"], config=lab_config)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: settled(app), "alpha and beta to connect")
+            dialog = await open_dialog(app, pilot, app.panes[0], "db01")
+            dialog.query_one("#name-0", Input).value = name
+            dialog.query_one("#pool", Input).value = pool
+            dialog.query_one("#bandwidth", Input).value = "2M"
+            await planned(pilot, dialog, name)
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: bool(app.jobs.views), "the job")
+            (view,) = app.jobs.views
+            await wait_until(pilot, lambda: view.state.done_bytes > 0, "the copy to start", 60)
+            await asyncio.to_thread(fill, beta, pool_path)
+            await wait_until(
+                pilot, lambda: isinstance(app.screen, RollbackScreen), "the prompt", COPY_TIMEOUT
+            )
+            await pilot.press("k")
+            kept: JobStatus = view.status
+            assert kept is JobStatus.KEPT and view.can_resume
+            old_job = view.job_id
+            await asyncio.to_thread(inside, beta, "rm", "-f", f"{pool_path}/filler")
+            view.focus()
+            await pilot.press("r")
+            await wait_until(
+                pilot, lambda: not view.status.active, "the resumed clone", COPY_TIMEOUT
+            )
+            log = log_text(view)
+            assert view.status is JobStatus.DONE, log
+            assert f"resuming job {old_job} (as job " in log and "already there" in log
+            assert f"resumed job {old_job}: " in log
+        assert name in domains(beta)
+        listing = await asyncio.to_thread(inside, beta, "ls", "-A", pool_path)
+        assert not [f for f in listing.split() if f.startswith(".kvmclone-partial-")]
     finally:
         await asyncio.to_thread(remove_clone, beta, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from kvm_clone_tui.engine.clone_options import CloneOptions
 from kvm_clone_tui.tui.clone_setup import (
@@ -42,7 +43,7 @@ def test_problems_are_found_before_planning() -> None:
     form = initial_form(request("beta", "web01", "db01"), CloneOptions(), "default")
     assert form_problem(request("beta", "web01", "db01"), form) is None
 
-    def problem(dest: str = "beta", **changes: object) -> str | None:
+    def problem(dest: str = "beta", **changes: Any) -> str | None:
         return form_problem(request(dest, "web01", "db01"), dataclasses.replace(form, **changes))
 
     assert problem(names=("web01", "")) == "type a name for every clone"

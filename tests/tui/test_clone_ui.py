@@ -192,3 +192,35 @@ async def test_palette_offers_the_clone_commands() -> None:
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.jobs.display, "the jobs panel")
         assert "No jobs yet" in str(app.jobs.query_one("#no-jobs").render())
+
+
+async def test_a_kept_job_resumes_with_r() -> None:
+    """Keep for resume, then ``r`` on the job: the engine's resume (faked: it finds 45% of each
+    file already there) runs in the job's view, with its progress and what was reused."""
+    source = lab_like_clone_source()
+    app = new_app(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        await app.clones.start([await source.plan_clone("alpha", "beta", "web01")])
+        await wait_until(pilot, lambda: isinstance(app.screen, RollbackScreen), "the prompt")
+        assert "Keep for resume (k)" in screen_text(app)
+        await pilot.press("k")
+        (kept,) = app.jobs.views
+        old_job = kept.state.plan.job_id
+        assert kept.status is JobStatus.KEPT and kept.can_resume
+        assert app.check_action("resume_job", ()) is True
+        assert "1 kept" in str(app.status_bar.render())
+        kept.focus()
+        await pilot.pause()
+        assert "r Resume (kept job)" in screen_text(app)  # in the footer
+        await pilot.press("r")
+        await wait_until(pilot, lambda: kept.status is JobStatus.DONE, "the resumed job")
+        assert source.resumed == [old_job] and source.rolled_back == []
+        log = "\n".join(s.text for s in kept.log_widget.lines)
+        assert f"resuming job {old_job} from its staged files" in log
+        assert f"resuming job {old_job} (as job {old_job}-r): 3.8 MiB of 8.4 MiB already" in log
+        assert f"resumed job {old_job}: 3.8 MiB already there (verified), copied 4.6 MiB" in log
+        assert all(f.finished and f.done == f.total for f in kept.state.files.values())
+        assert not app.check_action("resume_job", ())
+        await pilot.press("r")  # done: nothing to resume, says so
+        assert source.resumed == [old_job]

@@ -1,5 +1,5 @@
-"""Pictures of the main screen, help, details, clone dialog, jobs panel and rollback prompt,
-compared with the accepted snapshots.
+"""Pictures of the main screen, help, details, clone dialog, jobs panel, rollback prompt and
+sync dialog, compared with the accepted snapshots.
 
 Fixed inventories and fake clones (tests/tui/fake_clone.py) so the picture is stable; real hosts
 are covered by test_app.py and test_clone.py. Update after an intended change with
@@ -13,15 +13,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Button, Input
+from textual.widgets import Button, Checkbox, Input
 
 from kvm_clone_tui.engine.clone_options import CloneOptions
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.job_state import JobStatus
 from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
 from kvm_clone_tui.tui.screens.rollback import RollbackScreen
+from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
 from kvm_clone_tui.tui.widgets.host_pane import PaneState
 from tests.tui.fake_clone import FakeCloneSource, lab_like_clone_source
+from tests.tui.fake_sync import lab_like_sync_source
 
 SnapCompare = Callable[..., bool]
 RunBefore = Callable[[Pilot[Any]], Awaitable[None]]
@@ -136,3 +138,27 @@ async def failed_job(pilot: Pilot[Any]) -> None:
 def test_rollback_prompt(snap_compare: SnapCompare) -> None:
     """web01 failed mid-copy: the error, the staged file, roll back / keep / show log."""
     assert snap_compare(app(), terminal_size=SIZE, run_before=failed_job)
+
+
+async def sync_dialog_planned(pilot: Pilot[Any]) -> None:
+    await settled(pilot)
+    app = the_app(pilot)
+    table = app.panes[0].table
+    table.focus()
+    table.move_cursor(row=table.get_row_index("writer"))
+    await pilot.press("s", "enter")
+    while not isinstance(app.screen, SyncDialog):
+        await pilot.pause(0.01)
+    dialog = app.screen
+    dialog.query_one("#checkpoint", Checkbox).value = True
+    await pilot.pause()
+    while not dialog.ready:
+        await pilot.pause(0.01)
+    await pilot.pause(0.1)
+
+
+def test_sync_dialog(snap_compare: SnapCompare) -> None:
+    """writer (running) to beta, checkpoint on: bitmap mode and why, a running source, the
+    checkpoints base -> new, the undo kept, the file pair."""
+    sync_app = KVMCloneApp(HOSTS, source=lab_like_sync_source())
+    assert snap_compare(sync_app, terminal_size=SIZE, run_before=sync_dialog_planned)

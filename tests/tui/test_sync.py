@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import Checkbox, Static
 
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.config import Config
@@ -56,9 +57,10 @@ def guest_write(path: Path, offset: int, length: int) -> None:
 
 
 def same_guest_content(a: Path, b: Path) -> bool:
-    """Whether two qcow2 images hold the same guest data (their metadata may differ: bitmaps)."""
+    """Whether two qcow2 images hold the same guest data (their metadata may differ: bitmaps);
+    ``-U``: no image lock is taken (nor needed: no VM uses them)."""
     done = subprocess.run(
-        ["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(a), str(b)],
+        ["qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", str(a), str(b)],
         capture_output=True,
         text=True,
     )
@@ -201,5 +203,71 @@ async def test_cancel_a_sync_mid_copy_then_resume(
         assert await asyncio.to_thread(sync_state, beta, name) == "synced"
         clone = lab.layout.host_path("beta", f"{IMAGES}/{name}-vda.qcow2")
         assert same_guest_content(clone, disk)
+    finally:
+        await asyncio.to_thread(remove_clone, beta, name)
+
+
+async def test_sync_with_a_checkpoint_then_revert_from_the_session(
+    lab: Lab, lab_config: Config, source_vm: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Checkpoint on in the dialog, a change on the source (through qcow2), the sync moves it
+    (bitmap mode), then ``u`` + yes: the clone holds the guest data it had before the sync."""
+    name, disk = source_vm
+    beta = lab.runtime("beta")
+    before = tmp_path / "before.qcow2"
+    try:
+        async with KVMCloneClient(lab_config) as client:
+            await client.clone_vm("alpha", "beta", name)
+        await asyncio.to_thread(shutil.copyfile, disk, before)  # the clone's guest data now
+        await asyncio.to_thread(guest_write, disk, DATA_AT, 192 * KiB)
+        clone = lab.layout.host_path("beta", f"{IMAGES}/{name}-vda.qcow2")
+        assert not same_guest_content(clone, disk)
+        app = KVMCloneApp(["alpha", "beta"], config=lab_config)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(
+                pilot,
+                lambda: all(p.state is PaneState.CONNECTED for p in app.panes),
+                "alpha and beta",
+            )
+            table = app.panes[0].table
+            await wait_until(pilot, lambda: name in table.vms, "the source VM in alpha's pane")
+            table.focus()
+            table.move_cursor(row=table.get_row_index(name))
+            await pilot.press("s")
+            await wait_until(pilot, lambda: isinstance(app.screen, DestinationScreen), "hosts")
+            await pilot.press("enter")  # beta
+            await wait_until(pilot, lambda: isinstance(app.screen, SyncDialog), "the dialog")
+            dialog = app.screen
+            assert isinstance(dialog, SyncDialog)
+            dialog.query_one("#checkpoint", Checkbox).value = True
+            await pilot.pause()
+            await wait_until(pilot, lambda: dialog.ready, "the plan", SYNC_TIMEOUT)
+            plan = dialog.plan
+            assert not isinstance(plan, str) and plan is not None
+            assert plan.mode == "bitmap" and plan.options.checkpoint, plan.describe()
+            assert plan.new_checkpoint and plan.new_checkpoint in screen_text(app)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the sync session")
+            (view,) = app.jobs.sync_views
+            await wait_until(pilot, lambda: not view.status.active, "the sync", SYNC_TIMEOUT)
+            assert view.status is JobStatus.DONE and len(view.runs) == 1, log_text(view)
+            run = view.runs[0]
+            assert run.mode == "bitmap" and run.revertible
+            assert 192 * KiB <= run.changed_bytes <= 256 * KiB
+            assert same_guest_content(clone, disk)
+
+            await pilot.press("u")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            question = app.screen
+            assert isinstance(question, ConfirmScreen)
+            assert f"Revert {name} on beta to before sync 1" in question.question
+            assert "the next sync (r) compares block hashes" in question.question
+            await pilot.press("y")
+            await wait_until(pilot, lambda: not view.status.active, "the revert", SYNC_TIMEOUT)
+            assert view.runs[-1].reverted, log_text(view)
+            assert f"reverted: {name} is back to before sync 1" in log_text(view)
+        assert same_guest_content(clone, before)
+        assert not same_guest_content(clone, disk)
+        assert await asyncio.to_thread(sync_state, beta, name) == "reverted"
     finally:
         await asyncio.to_thread(remove_clone, beta, name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Button, Checkbox, Input, Label, RadioButton
 
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.job_state import JobStatus
@@ -91,26 +91,164 @@ async def test_sync_session_lists_each_run() -> None:
 
 
 async def test_refused_sync_shows_its_conflicts() -> None:
-    app = KVMCloneApp(["alpha", "beta"], source=lab_like_sync_source(frozenset({"db01-x"})))
+    """The dialog's plan shows a refusal and enter does not start it; a sync refused when it
+    runs (the plan changed since) says why in its session."""
+    source = lab_like_sync_source()
+    app = KVMCloneApp(["alpha", "beta"], source=source)
     async with app.run_test(size=SIZE) as pilot:
         await settled(pilot, app)
-        await sync_dialog(pilot, app, "writer")  # running
+        dialog = await sync_dialog(pilot, app, "writer")  # running
+        await wait_until(pilot, lambda: dialog.ready, "the first plan (bitmap)")
+        dialog.query_one("#mode-hash", RadioButton).value = True
+        await wait_until(
+            pilot,
+            lambda: dialog.form.settings.mode == "hash" and dialog.planned_form == dialog.form,
+            "the hash plan",
+        )
+        assert not dialog.ready and dialog.query_one("#sync", Button).disabled
+        text = screen_text(app)
+        assert "writer is running: hash mode needs a shut-off source" in text
+        assert "refused: see the plan" in text
         await pilot.press("enter")
-        await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the sync session")
-        (view,) = app.jobs.sync_views
-        await wait_until(pilot, lambda: view.status is JobStatus.FAILED, "the refusal")
-        await wait_until(pilot, lambda: "refused" in log_text(view), "the log")
-        assert "refused: writer is running" in log_text(view)
-        assert view.runs == []
+        assert app.screen is dialog and not app.jobs.sync_views  # nothing started
+        dialog.query_one("#mode-auto", RadioButton).value = True  # bitmap: a running source
+        await pilot.pause()
+        await wait_until(pilot, lambda: dialog.ready, "the bitmap plan")
+        assert "source  running: its disks are read at one point in time" in screen_text(app)
+        await pilot.press("escape")
 
         dialog = await sync_dialog(pilot, app, "db01")
         dialog.query_one(Input).value = "db01-x"
+        await pilot.press("enter")  # syncs when planned, if the plan allows it: it does
+        await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the session")
+        (view,) = app.jobs.sync_views
+        await wait_until(pilot, lambda: len(view.runs) == 1, "the first run")
+        source.refused = frozenset({"db01-x"})  # e.g. the clone was replaced meanwhile
+        await pilot.press("r")
+        await wait_until(pilot, lambda: view.status is JobStatus.FAILED, "the refusal")
+        await wait_until(pilot, lambda: "refused" in log_text(view), "the log")
+        assert "refused: db01-x on beta is not a clone of db01" in log_text(view)
+        assert "jobs: 1 failed" in str(app.status_bar.render())
+
+
+async def test_dialog_plans_the_mode_and_checkpoint_and_the_session_keeps_them() -> None:
+    source = lab_like_sync_source()
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        await wait_until(pilot, lambda: dialog.ready, "the first plan")
+        # Defaults from the config: mode auto (config.sync.mode), no undo checkpoint.
+        assert source.plans[-1].mode == "auto" and not source.plans[-1].checkpoint
+        text = screen_text(app)
+        assert "mode  bitmap: the clone is unchanged since its checkpoint kvmclone-base" in text
+        assert "kvmclone-base → kvmclone-sync-0 (on the source, for the next sync)" in text
+        assert "undo  off: this sync cannot be reverted" in text
+        dialog.query_one("#checkpoint", Checkbox).value = True
+        await pilot.pause()  # the change reaches the dialog: its plan is stale
+        await wait_until(pilot, lambda: dialog.ready, "the plan with a checkpoint")
+        assert source.plans[-1].checkpoint
+        assert "undo  kept: u in the session reverts the clone" in screen_text(app)
+        planned = len(source.plans)
+        await pilot.press("end", *"copy")  # typing: one plan after a pause, not one per key
+        await wait_until(pilot, lambda: dialog.ready, "the plan for the new name")
+        assert len(source.plans) == planned + 1
+        assert source.plans[-1].target_name == "app.v2copy"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the session")
+        (view,) = app.jobs.sync_views
+        await wait_until(pilot, lambda: len(view.runs) == 1, "the first run")
+        run = view.runs[0]
+        assert (run.mode, run.revertible, run.consistency) == ("bitmap", True, None)
+        await pilot.press("R")  # again: the same settings
+        await wait_until(pilot, lambda: len(view.runs) == 2, "the second run")
+        assert view.runs[1].revertible and view.settings.checkpoint
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        for expected in ("mode", "why this mode", "undo", "replaced", "u reverts", "bitmap"):
+            assert expected in text, expected
+        assert "mode auto · checkpoint on" in text
+        # s again: the remembered settings come back in the dialog.
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        assert dialog.query_one(Input).value == "app.v2copy"
+        assert dialog.query_one("#checkpoint", Checkbox).value
+        assert dialog.query_one("#mode-auto", RadioButton).value
+        await pilot.press("escape")
+
+
+async def test_u_reverts_the_last_sync_after_asking() -> None:
+    source = lab_like_sync_source()
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        await wait_until(pilot, lambda: dialog.ready, "the plan")
+        await pilot.press("enter")  # no checkpoint: nothing to revert
+        await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the session")
+        (view,) = app.jobs.sync_views
+        await wait_until(pilot, lambda: len(view.runs) == 1, "the first run")
+        assert not app.check_action("revert_sync", ())
+        await pilot.press("u")
+        assert not isinstance(app.screen, ConfirmScreen) and source.reverted == []
+
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        dialog.query_one("#checkpoint", Checkbox).value = True
+        await pilot.pause()  # the change reaches the dialog: its plan is stale
+        await wait_until(pilot, lambda: dialog.ready, "the plan with a checkpoint")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: len(app.jobs.sync_views) == 2, "a second session")
-        other = app.jobs.sync_views[0]  # the newest on top
-        await wait_until(pilot, lambda: "refused" in log_text(other), "the log")
-        assert "refused: db01-x on beta is not a clone of db01" in log_text(other)
-        assert "jobs: 2 failed" in str(app.status_bar.render())
+        await wait_until(pilot, lambda: len(view.runs) == 2, "the checkpointed run")
+        assert app.check_action("revert_sync", ()) is True  # in the palette now
+        await pilot.pause(0.3)
+        assert "u reverts the last sync" in screen_text(app)
+        await pilot.press("u")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        text = screen_text(app)
+        assert "Revert app.v2 on beta to before sync 2 (job sync-1)?" in text
+        assert "next sync (r) compares block hashes" in text
+        await pilot.press("n")
+        assert source.reverted == [] and view.why_not_revertible() is None
+        await pilot.press("u", "y")
+        await wait_until(pilot, lambda: view.runs[-1].reverted, "the revert")
+        assert source.reverted == [("beta", "app.v2")]
+        assert view.status is JobStatus.DONE
+        await wait_until(pilot, lambda: "reverted:" in log_text(view), "the log")
+        assert "reverted: app.v2 is back to before sync 2 (job sync-1), 64.0 KiB restored" in (
+            log_text(view)
+        )
+        await pilot.pause(0.3)
+        assert "reverted: r syncs again (hash mode)" in str(view.border_subtitle)
+        assert "reverted" in screen_text(app)  # the runs table's undo column
+        assert not app.check_action("revert_sync", ())
+        await pilot.press("u")  # already reverted: says so, asks nothing
+        assert not isinstance(app.screen, ConfirmScreen) and len(source.reverted) == 1
+
+
+async def test_a_refused_revert_says_why_and_changes_nothing() -> None:
+    source = lab_like_sync_source()
+    source.revert_refused = (
+        "app.v2's disks changed after the sync (was it started?): reverting would mix states; "
+        "sync it again instead"
+    )
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        dialog.query_one("#checkpoint", Checkbox).value = True
+        await pilot.pause()  # the change reaches the dialog: its plan is stale
+        await wait_until(pilot, lambda: dialog.ready, "the plan")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: bool(app.jobs.sync_views), "the session")
+        (view,) = app.jobs.sync_views
+        await wait_until(pilot, lambda: len(view.runs) == 1, "the run")
+        app.panes[1].table.focus()  # the palette's command finds the last session
+        await pilot.pause()
+        app.action_revert_sync()
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "revert refused" in log_text(view), "the refusal")
+        assert "disks changed after the sync (was it started?)" in log_text(view)
+        assert view.status is JobStatus.DONE and not view.runs[-1].reverted
+        assert source.reverted == []
 
 
 async def start_held_sync(pilot: Pilot[Any], app: KVMCloneApp, source: FakeSyncSource) -> SyncView:
@@ -209,3 +347,23 @@ async def test_the_clones_own_metadata_decides_whether_it_is_mid_sync() -> None:
         await pilot.press("r")
         await wait_until(pilot, lambda: view.status is JobStatus.DONE, "the resumed run")
         assert "resuming the interrupted sync" in log_text(view) and not view.mid_sync
+
+
+async def test_a_bad_clone_name_is_refused_before_planning() -> None:
+    source = lab_like_sync_source()
+    app = KVMCloneApp(["alpha", "beta"], source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        dialog = await sync_dialog(pilot, app, "app.v2")
+        await wait_until(pilot, lambda: dialog.ready, "the first plan")
+        planned = len(source.plans)
+        dialog.query_one(Input).value = "a/b"
+        await pilot.press("enter")
+        await pilot.pause(0.6)  # longer than the debounce: no plan is asked for
+        error = dialog.query_one(".error", Label)
+        assert error.display and "VM name" in str(error.render())
+        assert app.screen is dialog and len(source.plans) == planned and not dialog.ready
+        dialog.query_one(Input).value = "app.v2-b"
+        await pilot.pause()
+        await wait_until(pilot, lambda: dialog.ready, "the plan for a good name")
+        assert not error.display and source.plans[-1].target_name == "app.v2-b"

@@ -613,6 +613,28 @@ def test_inplace_update_with_undo_log_is_put_back_by_undo_apply(
     assert rc == 1 and out["kind"] == "path"
 
 
+def test_sha256_digests_are_chosen_by_the_sender_and_followed_by_the_receiver(
+    python: str, src: Path, root: Path
+) -> None:
+    size = src.stat().st_size
+    stream = send(python, src, "--block-size", "1MiB", "--digest", "sha256")
+    header = json.loads(stream[14 : 14 + int.from_bytes(stream[10:14], "big")])
+    assert header["digest"] == "sha256"
+    rc, out = receive(python, root / "d.img", root, size, stream)
+    assert rc == 0 and sha256(root / "d.img") == sha256(src)
+    plain = send(python, src, "--block-size", "1MiB")
+    rc, other = receive(python, root / "e.img", root, size, plain)
+    assert rc == 0 and other["digest"] != out["digest"]  # another definition, both checked
+    bad = stream.replace(b'"digest":"sha256"', b'"digest":"md5xx1"', 1)
+    rc, failed = receive(python, root / "f.img", root, size, bad)
+    assert rc == 1 and "digest" in failed["error"]
+    rc, hashed, _ = run(python, "hash", str(src), "--block-size", "1MiB", "--algo", "sha256")
+    first = src.read_bytes()[: 1 << 20]
+    assert rc == 0 and hashed["blocks"][0] == hashlib.sha256(first).hexdigest()[:32]
+    rc, probe, _ = run(python, "probe")
+    assert rc == 0 and isinstance(probe["sha_hw"], bool)
+
+
 def test_put_writes_new_files_or_replaces_atomically_inside_the_root(
     python: str, root: Path, tmp_path: Path
 ) -> None:

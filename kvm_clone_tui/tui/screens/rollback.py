@@ -29,18 +29,19 @@ def failure_text(title: str, error: str, dest: str, staged: Sequence[str]) -> Te
     else:
         text.append(f"Nothing was staged on {dest}.\n", style="dim")
     text.append(
-        "\nRoll back now removes them. Keep them to look at them first: "
-        "`kvm-clone recover` rolls back later, or x on the job here."
+        "\nRoll back now removes them. Keep them to resume the clone: r on the job resumes it "
+        "(only missing or differing blocks move), x on it asks again; later, "
+        "`kvm-clone resume` finishes it and `kvm-clone recover` rolls it back."
     )
     return text
 
 
 class RollbackScreen(ModalScreen[Choice]):
-    """Dismisses with ``rollback``, ``keep`` (also escape) or ``log``."""
+    """Dismisses with ``rollback``, ``keep`` (for resume; also escape) or ``log``."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "choose('rollback')", "Roll back now"),
-        Binding("k,escape", "choose('keep')", "Keep for later"),
+        Binding("k,escape", "choose('keep')", "Keep for resume"),
         Binding("l", "choose('log')", "Show the log"),
     ]
 
@@ -54,7 +55,7 @@ class RollbackScreen(ModalScreen[Choice]):
             yield Static(self.text, id="failure")
             with Horizontal(classes="buttons"):
                 yield Button("Roll back now (r)", variant="error", id="rollback")
-                yield Button("Keep for later (k)", id="keep")
+                yield Button("Keep for resume (k)", id="keep")
                 yield Button("Show log (l)", id="log")
 
     def on_mount(self) -> None:

@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 SyncPlanner = Callable[[str, SyncSettings], Awaitable["SyncPlan"]]
 DEBOUNCE_SECONDS = 0.4
 HINT = (
-    "Only what changed moves: the blocks the source's dirty bitmap marks (bitmap mode, running "
-    "or shut-off source) or the blocks whose hashes differ (hash mode, shut-off source). The "
-    "clone must be shut off and have been cloned from this VM."
+    "The clone (its name on the destination) must be shut off and cloned from this VM. Only "
+    "what changed moves: the blocks the source's dirty bitmap marks (bitmap mode; the source "
+    "may run) or the blocks whose hashes differ (hash mode; the source shut off)."
 )
 
 
@@ -83,8 +83,9 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
             dialog.border_title = Content(f"Sync {self.vm} ({self.source}) to {self.dest}")
             dialog.border_subtitle = "enter syncs · esc cancels"
             yield Static(Content(HINT), classes="hint")
-            yield Label(Content(f"The clone's name on {self.dest}"))
-            yield Input(self.target, id="target")
+            with Horizontal(classes="field"):
+                yield Label("clone", classes="field-label")
+                yield Input(self.target, id="target", compact=True)
             yield Label(classes="error")
             with Horizontal(classes="field"):
                 yield Label("mode", classes="field-label")
@@ -132,6 +133,11 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
             return "on the same host the clone has another name"
         return None
 
+    def _show_problem(self, problem: str | None) -> None:
+        error = self.query_one(".error", Label)
+        error.update(Content(problem or ""))
+        error.display = problem is not None
+
     @on(Input.Changed)
     @on(RadioSet.Changed)
     @on(Checkbox.Changed)
@@ -153,7 +159,7 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
             self._timer = None
         form = self.form
         problem = self._problem(form.target)
-        self.query_one(".error", Label).update(Content(problem or ""))
+        self._show_problem(problem)
         if problem is not None:
             self.dialog_subtitle("fix the name to plan the sync")
             return
@@ -218,7 +224,7 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
         """Sync now when the plan allows it; while planning, as soon as the plan is ready."""
         form = self.read_form()
         problem = self._problem(form.target)
-        self.query_one(".error", Label).update(Content(problem or ""))
+        self._show_problem(problem)
         if problem is not None:
             self.app.bell()
             return

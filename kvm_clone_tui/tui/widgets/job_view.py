@@ -3,16 +3,23 @@
 The job runs in a worker of this widget (``run_plan`` with ``auto_rollback=False``). The
 engine's events arrive on the event loop and are posted to the widget as :class:`JobView.Event`
 messages; progress is repainted from the latest state every :data:`REPAINT_SECONDS`.
+
+A failed job whose staged files were kept (status ``KEPT``) is resumed with ``r``: the engine's
+``resume_job`` plans the clone again as a new job that adopts the staged files and moves only the
+blocks that are missing or differ; the view shows its progress like a clone's and what was
+already there. ``x`` (the app's key) asks again whether to roll back instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.message import Message
@@ -32,13 +39,19 @@ CANCELLED = "cancelled before anything was staged"
 
 
 def done_note(result: CloneResult) -> str:
-    """``copied 16.3 MiB in 0:07 via relay`` (the route taken, after any fallback)."""
+    """``copied 16.3 MiB in 0:07 via relay`` (the route taken, after any fallback); a resumed
+    job also says what was already there."""
     if result.already_done:
         return "already done: nothing copied"
     note = (
         f"copied {format_bytes(result.bytes_copied)} in {format_duration(result.seconds)} "
         f"via {result.route}"
     )
+    if result.resumed_from:
+        note = (
+            f"resumed job {result.resumed_from}: {format_bytes(result.bytes_reused)} already "
+            f"there (verified), {note}"
+        )
     return f"{note} ({result.consistency})" if result.consistency else note
 
 
@@ -64,7 +77,9 @@ class FileRow(Horizontal):
 
 
 class JobView(Vertical, can_focus=True):
-    """A job: its files' progress, its log; cancel, roll back or keep what it staged."""
+    """A job: its files' progress, its log; cancel, roll back, keep or resume what it staged."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "resume", "Resume (kept job)")]
 
     class Event(Message):
         """An engine event of this job (posted by the job's worker to the view itself)."""
@@ -114,6 +129,11 @@ class JobView(Vertical, can_focus=True):
     def status(self) -> JobStatus:
         """Where the job is."""
         return self.state.status
+
+    @property
+    def job_id(self) -> str:
+        """The engine job that holds the staged files now (a resume's new job once it ran)."""
+        return self.failure.job_id if self.failure is not None else self.state.plan.job_id
 
     @property
     def can_roll_back(self) -> bool:
@@ -184,21 +204,68 @@ class JobView(Vertical, can_focus=True):
             return
         self._set_status(JobStatus.ROLLING_BACK)
         try:
-            await self.runner.rollback_job(self.state.plan.job_id, on_event=self._on_event)
+            await self.runner.rollback_job(self.job_id, on_event=self._on_event)
         except Exception as exc:
             self._end(JobStatus.ROLLBACK_FAILED, f"{exc} (`kvm-clone recover` retries)")
         else:
             self._end(JobStatus.ROLLED_BACK, "nothing of this job is left on the destination")
 
     def keep(self) -> None:
-        """Leave a failed job's staged files for later."""
+        """Leave a failed job's staged files for a resume (or a later rollback)."""
         if self.status is JobStatus.FAILED:
             self._set_status(JobStatus.KEPT)
             self._log(
                 "info",
-                f"staged files kept on {self.state.plan.dest_host}: `kvm-clone recover` rolls "
-                "them back (or x here)",
+                f"staged files kept on {self.state.plan.dest_host} for resume: r here resumes "
+                "(only missing or differing blocks move), x rolls back; or later "
+                "`kvm-clone resume` / `kvm-clone recover`",
             )
+
+    @property
+    def can_resume(self) -> bool:
+        """True when the job kept its staged files and nothing runs on it."""
+        return self.failure is not None and self.status in (JobStatus.FAILED, JobStatus.KEPT)
+
+    def action_resume(self) -> None:
+        """``r``: finish a kept job from its staged files."""
+        if not self.resume():
+            self.app.notify(
+                f"{self.state.title}: {self.status.value}; only a failed job that kept its "
+                "staged files can be resumed",
+                severity="warning",
+            )
+
+    def resume(self) -> bool:
+        """Resume the kept job in a worker; False when there is nothing to resume."""
+        if not self.can_resume or self.failure is None:
+            return False
+        kept = self.failure
+        self.failure = None
+        self.state.error = None
+        for state in self.state.files.values():
+            state.reset()
+        self._set_status(JobStatus.RUNNING)
+        self._log("resume", f"resuming job {kept.job_id} from its staged files")
+        self._worker = self._resume(kept)
+        return True
+
+    @work(group="resume", exit_on_error=False)
+    async def _resume(self, kept: CloneFailed) -> None:
+        """``resume_job``: a new job adopts the staged files; only what is missing moves."""
+        try:
+            result = await self.runner.resume_job(kept.job_id, self._on_event, auto_rollback=False)
+        except asyncio.CancelledError:
+            self._end(JobStatus.ROLLED_BACK, CANCELLED)
+            raise
+        except CloneFailed as exc:
+            self._end(JobStatus.FAILED, "", exc)
+        except Exception as exc:  # unknown job, unreachable host, a failed rollback
+            if self.status is JobStatus.CANCELLING:
+                self._end(JobStatus.ROLLBACK_FAILED, f"{exc} (`kvm-clone recover` retries)")
+            else:  # the staged files are as they were: decide again
+                self._end(JobStatus.FAILED, f"resume failed: {exc}", kept)
+        else:
+            self._end(JobStatus.DONE, done_note(result))
 
     # -- what it shows ---------------------------------------------------------------------------
 
@@ -216,7 +283,7 @@ class JobView(Vertical, can_focus=True):
             note = ""  # the engine's own log says it rolled back
         if message.failure is not None:
             self.failure = message.failure
-            self.state.error = str(message.failure.cause)
+            self.state.error = note or str(message.failure.cause)
             self.state.staged = tuple(message.failure.staged)
         elif status in (JobStatus.FAILED, JobStatus.ROLLBACK_FAILED):
             self.state.error = note

@@ -13,7 +13,7 @@ from textual.widgets import Static
 from kvm_clone_tui.engine.plan import ClonePlan
 from kvm_clone_tui.tui.job_state import JobStatus
 from kvm_clone_tui.tui.source import CloneSource, SyncSource
-from kvm_clone_tui.tui.sync_session import SyncPair
+from kvm_clone_tui.tui.sync_session import SyncPair, SyncSettings
 from kvm_clone_tui.tui.widgets.job_view import JobView
 from kvm_clone_tui.tui.widgets.sync_view import SyncView
 
@@ -21,11 +21,13 @@ EMPTY = "No jobs yet. Press c on a VM to clone it, or drag it onto another host'
 
 
 def jobs_summary(views: Sequence[JobView | SyncView]) -> str:
-    """``2 running · 1 done · 1 failed`` (empty without jobs)."""
+    """``2 running · 1 done · 1 kept · 1 failed`` (empty without jobs)."""
     counts: dict[str, int] = {}
     for view in views:
         if view.status.active:
             key = "running"
+        elif view.status is JobStatus.KEPT:
+            key = "kept"
         elif view.status is JobStatus.DONE:
             key = "done"
         elif view.status is JobStatus.ROLLED_BACK:
@@ -35,7 +37,7 @@ def jobs_summary(views: Sequence[JobView | SyncView]) -> str:
         else:
             key = "failed"
         counts[key] = counts.get(key, 0) + 1
-    order = ("running", "done", "rolled back", "cancelled", "failed")
+    order = ("running", "done", "rolled back", "cancelled", "kept", "failed")
     return " · ".join(f"{counts[k]} {k}" for k in order if k in counts)
 
 
@@ -53,7 +55,7 @@ class JobsPanel(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "Jobs"
-        self.border_subtitle = "J hides · tab reaches a job · x cancels it"
+        self.border_subtitle = "J hides · tab reaches a job · x cancels it · r resumes a kept one"
 
     @property
     def views(self) -> list[JobView]:
@@ -83,10 +85,12 @@ class JobsPanel(Vertical):
         await self._add(view)
         return view
 
-    async def add_sync(self, pair: SyncPair, runner: SyncSource) -> SyncView:
+    async def add_sync(
+        self, pair: SyncPair, runner: SyncSource, settings: SyncSettings | None = None
+    ) -> SyncView:
         """Add a sync session for ``pair`` (its runs start with :meth:`SyncView.start`)."""
         self._job_ids += 1
-        view = SyncView(pair, runner, id=f"job-{self._job_ids}")
+        view = SyncView(pair, runner, settings, id=f"job-{self._job_ids}")
         await self._add(view)
         return view
 

@@ -1,9 +1,16 @@
 """One sync session in the jobs panel: a VM and its clone, synced again and again.
 
 Each run (``s`` the first time, ``r`` here or ``R`` anywhere afterwards) runs
-``sync_vm`` in a worker of this widget; its events arrive as :class:`SyncView.Event` messages
-and are drawn with the clone jobs' parts (a progress line per file, the log). The runs table
-lists every finished run: time, changed bytes, bytes sent, seconds.
+``sync_vm`` with the session's :class:`SyncSettings` (mode, undo checkpoint) in a worker of this
+widget; its events arrive as :class:`SyncView.Event` messages and are drawn with the clone jobs'
+parts (a progress line per file, the log). The runs table lists every finished run: time, mode
+and why, changed bytes, bytes sent, seconds, consistency (running source), and whether it can be
+reverted.
+
+``u`` asks the app (:class:`SyncView.RevertRequested`) to revert the clone to before the last
+sync, when that sync kept a checkpoint; after the operator confirms, :meth:`SyncView.revert` runs
+``revert_sync`` in a worker and the log and the runs table say what it restored, or why the
+engine refused.
 
 ``x`` (the app's key) cancels a running sync. The engine leaves the clone marked
 ``sync-state="in-progress"`` once it has started writing (unless a checkpointed sync puts it
@@ -14,6 +21,7 @@ says in-progress, shows that the clone is mid-sync and that ``r`` resumes it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import ClassVar
 
@@ -29,9 +37,17 @@ from textual.worker import Worker
 
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
 from kvm_clone_tui.engine.progress import JobEvent
+from kvm_clone_tui.engine.units import format_bytes
 from kvm_clone_tui.tui.job_state import FileState, JobStatus, log_line
 from kvm_clone_tui.tui.source import DomainXMLSource, SyncSource
-from kvm_clone_tui.tui.sync_session import SyncPair, SyncRun, refusal, runs_table
+from kvm_clone_tui.tui.sync_session import (
+    SyncPair,
+    SyncRun,
+    SyncSettings,
+    refusal,
+    revert_refusal,
+    runs_table,
+)
 from kvm_clone_tui.tui.widgets.job_view import LOG_LINES, REPAINT_SECONDS, FileRow
 
 Note = tuple[str, str]  # (log step, message)
@@ -40,7 +56,10 @@ Note = tuple[str, str]  # (log step, message)
 class SyncView(Vertical, can_focus=True):
     """A sync session: the runs so far, the current run's files and the log."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "sync_again", "Sync again")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "sync_again", "Sync again"),
+        Binding("u", "revert", "Revert last sync"),
+    ]
 
     class Event(Message):
         """An engine event of the running sync (to the view itself)."""
@@ -77,10 +96,28 @@ class SyncView(Vertical, can_focus=True):
             super().__init__()
             self.view = view
 
-    def __init__(self, pair: SyncPair, runner: SyncSource, *, id: str | None = None) -> None:
+    class RevertRequested(Message):
+        """``u``: the operator asks to revert the clone (the app confirms first)."""
+
+        def __init__(self, view: SyncView) -> None:
+            super().__init__()
+            self.view = view
+
+    def __init__(
+        self,
+        pair: SyncPair,
+        runner: SyncSource,
+        settings: SyncSettings | None = None,
+        *,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id, classes="job sync")
         self.pair = pair
         self.runner = runner
+        self.settings = settings or SyncSettings()
+        #: A sync attempt after the last finished run changed the clone (failed or cancelled
+        #: after it began): the engine discarded that run's undo logs when it began.
+        self.undo_lost = False
         self.status = JobStatus.DONE
         self.runs: list[SyncRun] = []
         self.files: dict[str, FileState] = {}
@@ -137,6 +174,66 @@ class SyncView(Vertical, can_focus=True):
         if not self.start():
             self.app.notify("this sync is still running", severity="warning")
 
+    def action_revert(self) -> None:
+        """``u``: revert the clone to before the last sync (the app asks first)."""
+        self.post_message(self.RevertRequested(self))
+
+    def why_not_revertible(self) -> str | None:
+        """Why ``u`` cannot revert now (None: it can)."""
+        if self.status.active:
+            return "wait until the running sync ends"
+        if not self.runs:
+            return (
+                "no sync of this session to revert (`kvm-clone revert "
+                f"{self.pair.dest} {self.pair.target}` reverts one made elsewhere)"
+            )
+        last = self.runs[-1]
+        if last.reverted:
+            return f"already reverted to before sync {len(self.runs)}"
+        if not last.revertible:
+            return (
+                "the last sync kept no checkpoint: only syncs made with “keep a checkpoint "
+                "(undo)” (s on the VM) can be reverted"
+            )
+        if self.undo_lost:
+            return (
+                "a later sync attempt discarded the last sync's checkpoint (only the last sync "
+                "can be reverted)"
+            )
+        return None
+
+    @work(group="revert", exclusive=True, exit_on_error=False)
+    async def revert(self) -> None:
+        """Put the clone back as it was before the last sync (``revert_sync``), in a worker."""
+        why_not = self.why_not_revertible()
+        if why_not is not None:
+            self._note("error", f"cannot revert: {why_not}")
+            self._repaint()
+            return
+        pair, number = self.pair, len(self.runs)
+        self._set_status(JobStatus.REVERTING)
+        self._note("rollback", f"reverting {pair.target} on {pair.dest} to before sync {number}")
+        try:
+            result = await self.runner.revert_sync(pair.dest, pair.target)
+        except Exception as exc:
+            refused = revert_refusal(exc)
+            if refused is not None:
+                self._note("error", f"revert refused: {refused}")
+                self.app.notify(f"revert refused: {refused}", severity="error", timeout=10)
+                self._set_status(JobStatus.DONE)  # nothing was changed
+            else:
+                self._note("error", f"revert failed: {exc} (u tries again)")
+                self._set_status(JobStatus.FAILED)
+            return
+        self.runs[-1] = dataclasses.replace(self.runs[-1], reverted=True)
+        self._note(
+            "done",
+            f"reverted: {pair.target} is back to before sync {number} (job {result.sync_job}), "
+            f"{format_bytes(result.restored_bytes)} restored in {result.seconds:.1f} s; the "
+            "next sync compares block hashes",
+        )
+        self._set_status(JobStatus.DONE)
+
     def cancel(self) -> bool:
         """Stop a running sync (the clone stays marked in-progress until the next run)."""
         if self.status is not JobStatus.RUNNING or self._worker is None:
@@ -150,13 +247,13 @@ class SyncView(Vertical, can_focus=True):
     async def _run(self) -> None:
         pair, runner = self.pair, self.runner
         started = time.time()
+        settings = self.settings
         try:
+            options = runner.sync_options(
+                target_name=pair.target, mode=settings.mode, checkpoint=settings.checkpoint
+            )
             result = await runner.sync_vm(
-                pair.source,
-                pair.dest,
-                pair.vm,
-                runner.sync_options(target_name=pair.target),
-                on_event=self._on_event,
+                pair.source, pair.dest, pair.vm, options, on_event=self._on_event
             )
         except asyncio.CancelledError:
             self.post_message(self.Ended(JobStatus.CANCELLED, None, []))
@@ -170,7 +267,7 @@ class SyncView(Vertical, can_focus=True):
             ended = self.Ended(JobStatus.FAILED, None, notes, refused=conflicts is not None)
             self.post_message(ended)
         else:
-            run = SyncRun(started, result.changed_bytes, result.bytes_sent, result.seconds)
+            run = SyncRun.from_result(started, result)
             self.post_message(self.Ended(JobStatus.DONE, run, []))
 
     def _on_event(self, event: JobEvent) -> None:
@@ -231,6 +328,9 @@ class SyncView(Vertical, can_focus=True):
             self.runs.append(message.run)
             self._note("done", message.run.note())
             self.mid_sync = False
+            self.undo_lost = False
+        elif not message.refused:
+            self.undo_lost = True
         for step, text in message.notes:
             self._note(step, text)
         if message.status is JobStatus.CANCELLED:
@@ -249,7 +349,13 @@ class SyncView(Vertical, can_focus=True):
 
     def _set_status(self, status: JobStatus) -> None:
         self.status = status
-        for each in (JobStatus.RUNNING, JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+        for each in (
+            JobStatus.RUNNING,
+            JobStatus.DONE,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.REVERTING,
+        ):
             self.set_class(each is status, f"-{each.name.lower()}")
         self._repaint()
         self.post_message(self.Changed(self))
@@ -274,9 +380,13 @@ class SyncView(Vertical, can_focus=True):
                 lines, self._lines = self._lines, []
                 for line in lines:
                     log.write(line, width=width)
-        count = f"{len(self.runs)} run(s)"
+        count = f"{len(self.runs)} run(s) · {self.settings.describe()}"
         status = Text(self.status.value, style=self.status.style)
         parts: list[str | Text] = [count, " · ", status]
+        if self.runs and self.runs[-1].reverted and not self.status.active:
+            parts += [" · ", Text("reverted: r syncs again (hash mode)", style="yellow")]
+        elif self.why_not_revertible() is None:
+            parts += [" · ", Text("u reverts the last sync", style="green")]
         if self.mid_sync and not self.status.active:
             parts += [" · ", Text("mid-sync: r resumes", style="bold yellow")]
         self.border_subtitle = Content.from_rich_text(Text.assemble(*parts))
