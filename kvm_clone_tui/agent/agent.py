@@ -44,6 +44,7 @@ MAX_JSON = 1 << 20
 WRITE_CHUNK = 1 << 20  # pwrite size (docs/agent.md: why not a whole block)
 WRITEBACK = 32 << 20  # receive: start writing back (and drop from the cache) every 32 MiB
 PROGRESS_INTERVAL = 0.25
+HASH_READ = 1 << 20  # `hash` reads this much at a time and hashes its blocks
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ERRORS_TO_STDERR = False  # True for `send`, whose stdout is the stream
 
@@ -1101,20 +1102,35 @@ def cmd_hash(args: argparse.Namespace) -> int:
     bs, zero, local = args.block_size, bytes(args.block_size), threading.local()
     extents, seek = data_extents(fd, size)
     todo = sorted({i for off, n in extents for i in range(off // bs, (off + n - 1) // bs + 1)})
+    per = max(1, HASH_READ // bs)  # blocks per read: fewer, bigger preads
+    groups: list[list[int]] = []
+    for i in todo:
+        if groups and groups[-1][-1] == i - 1 and len(groups[-1]) < per:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
 
-    def one(i: int) -> str | None:
+    def one(group: list[int]) -> list[str | None]:
         if getattr(local, "buf", None) is None:
-            local.buf = memoryview(bytearray(bs))
-        mv = local.buf[: min(bs, size - i * bs)]
-        pread_exact(fd, mv, i * bs)
-        return None if zero.startswith(mv) else block_digest(args.algo, mv)
+            local.buf = memoryview(bytearray(per * bs))
+        start, end = group[0] * bs, min(size, (group[-1] + 1) * bs)
+        mv = local.buf[: end - start]
+        pread_exact(fd, mv, start)
+        out: list[str | None] = []
+        for k in range(len(group)):
+            block = mv[k * bs : min((k + 1) * bs, end - start)]
+            out.append(None if zero.startswith(block) else block_digest(args.algo, block))
+        return out
 
     digests: list[str | None] = [None] * ((size + bs - 1) // bs)
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        for k in range(0, len(todo), 1024):  # a bounded number of futures at a time
-            for i, digest in zip(todo[k : k + 1024], pool.map(one, todo[k : k + 1024])):
-                digests[i] = digest
-    emit(dict(path=args.path, size=size, block_size=bs, seek_data=seek, blocks=digests))
+        for k in range(0, len(groups), 256):  # a bounded number of futures at a time
+            batch = groups[k : k + 256]
+            for group, found in zip(batch, pool.map(one, batch)):
+                for i, digest in zip(group, found):
+                    digests[i] = digest
+    out = dict(path=args.path, size=size, block_size=bs, seek_data=seek, algo=args.algo)
+    emit(dict(out, blocks=digests))
     return 0
 
 
