@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from kvm_clone_tui.engine.config import Config, load_config
+from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
+from kvm_clone_tui.engine.errors import KVMCloneError
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
+from kvm_clone_tui.lab.processes import processes_in_namespace
 
 IMAGES = "/var/lib/libvirt/images"
 
@@ -138,3 +143,35 @@ def drop_source_checkpoints(runtime: LabHostRuntime) -> None:
 def has_tool(name: str) -> bool:
     """True when ``name`` is on this machine."""
     return shutil.which(name) is not None
+
+
+def sshd_sessions(namespace: str | None) -> list[int]:
+    """The sshd session processes (not the listener) of a lab host."""
+    assert namespace is not None
+    pids = []
+    for pid in processes_in_namespace(namespace):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and b"sshd:" in cmdline[0] and b"listener" not in cmdline[0]:
+            pids.append(pid)
+    return pids
+
+
+async def cut_off_mid_sync(
+    runtime: LabHostRuntime, name: str, task: asyncio.Future[object], after: float
+) -> None:
+    """Wait until a sync marks clone ``name`` in-progress, let it write for ``after`` seconds,
+    then kill every SSH session of ``runtime``'s host: the sync must fail."""
+    for _ in range(200):
+        xml = await asyncio.to_thread(runtime.virsh, "dumpxml", name)
+        if read_clone_metadata(xml).get("sync-state") == "in-progress":
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(after)
+    for pid in sshd_sessions(runtime.namespace()):
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises((KVMCloneError, OSError)):
+        await asyncio.wait_for(task, 60)

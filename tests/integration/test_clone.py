@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     purge,
     sha256,
 )
+from tests.integration.conftest import sshd_sessions as _sshd_sessions
 
 
 def source_file(lab: Lab, path: str) -> os.PathLike[str]:
@@ -441,22 +442,6 @@ async def _wait_for_partial(runtime: LabHostRuntime, name: str, timeout: float =
                 return
         await asyncio.sleep(0.05)
     raise AssertionError("no partial file appeared")
-
-
-def _sshd_sessions(namespace: str | None) -> list[int]:
-    from kvm_clone_tui.lab.processes import processes_in_namespace
-
-    assert namespace is not None
-    pids = []
-    for pid in processes_in_namespace(namespace):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and b"sshd:" in cmdline[0] and b"listener" not in cmdline[0]:
-            pids.append(pid)
-    return pids
 
 
 __all__ = ["purge", "source_file"]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 
 import pytest
 
@@ -16,8 +14,7 @@ from kvm_clone_tui.engine.errors import KVMCloneError
 from kvm_clone_tui.engine.sync import SyncRefused
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
-from tests.integration.conftest import IMAGES, sha256
-from tests.integration.test_clone import _sshd_sessions
+from tests.integration.conftest import IMAGES, cut_off_mid_sync, sha256
 
 KiB = 1024
 
@@ -111,16 +108,7 @@ async def test_interrupted_sync_is_marked_and_resumes(
         task = asyncio.ensure_future(
             client.sync_vm("alpha", "beta", name, target_name="sync-cut", bandwidth_limit=512 * KiB)
         )
-        for _ in range(200):
-            xml = await asyncio.to_thread(clean_beta.virsh, "dumpxml", "sync-cut")
-            if read_clone_metadata(xml).get("sync-state") == "in-progress":
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
-        for pid in _sshd_sessions(clean_beta.namespace()):
-            os.kill(pid, signal.SIGKILL)
-        with pytest.raises((KVMCloneError, OSError)):
-            await asyncio.wait_for(task, 60)
+        await cut_off_mid_sync(clean_beta, "sync-cut", task, after=1.0)
         xml = clean_beta.virsh("dumpxml", "sync-cut")
         assert read_clone_metadata(xml)["sync-state"] == "in-progress"  # never claims done
         plan = await client.plan_sync(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +14,12 @@ import pytest
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.config import Config
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
-from kvm_clone_tui.engine.errors import KVMCloneError
 from kvm_clone_tui.engine.sync import SyncRefused
 from kvm_clone_tui.engine.sync_undo import RevertRefused
 from kvm_clone_tui.lab.guest import scan_disk_markers
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
-from tests.integration.conftest import IMAGES, leftovers
-from tests.integration.test_clone import _sshd_sessions
+from tests.integration.conftest import IMAGES, cut_off_mid_sync, leftovers
 from tests.integration.test_live_clone import assert_one_point_in_time
 
 KiB, MiB = 1024, 1024 * 1024
@@ -299,16 +295,7 @@ async def test_bitmap_sync_cut_by_a_dropped_connection_resumes_in_bitmap_mode(
         task = asyncio.ensure_future(
             client.sync_vm("alpha", "beta", NAME, target_name=CLONE, bandwidth_limit=1 * MiB)
         )
-        for _ in range(200):
-            meta = await asyncio.to_thread(clone_meta, clean_beta, CLONE)
-            if meta.get("sync-state") == "in-progress":
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(2.0)
-        for pid in _sshd_sessions(clean_beta.namespace()):
-            os.kill(pid, signal.SIGKILL)
-        with pytest.raises((KVMCloneError, OSError)):
-            await asyncio.wait_for(task, 60)
+        await cut_off_mid_sync(clean_beta, CLONE, task, after=2.0)
         meta = clone_meta(clean_beta, CLONE)
         assert meta["sync-state"] == "in-progress" and meta["sync-mode"] == "bitmap"
         assert meta["checkpoint"] == f"kvmclone-{clone.job_id}"  # the base is kept
@@ -343,16 +330,8 @@ async def test_checkpointed_sync_cut_off_from_the_clone_is_reverted_afterwards(
                     bandwidth_limit=1 * MiB,
                 )
             )
-            for _ in range(200):
-                meta = await asyncio.to_thread(clone_meta, clean_beta, CLONE)
-                if meta.get("sync-state") == "in-progress":
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(2.0)
-            for pid in _sshd_sessions(clean_beta.namespace()):  # the clone's host is cut off:
-                os.kill(pid, signal.SIGKILL)  # the sync cannot put it back by itself
-            with pytest.raises((KVMCloneError, OSError)):
-                await asyncio.wait_for(task, 60)
+            # The clone's host is cut off: the sync cannot put it back by itself.
+            await cut_off_mid_sync(clean_beta, CLONE, task, after=2.0)
             assert clone_meta(clean_beta, CLONE)["sync-state"] == "in-progress"
             assert not same_guest_data(before, dest)  # half written
             reverted = await client.revert_sync("beta", CLONE)

@@ -154,6 +154,7 @@ async def sync_dialog_planned(pilot: Pilot[Any]) -> None:
     await pilot.pause()
     while not dialog.ready:
         await pilot.pause(0.01)
+    dialog.query_one("#cancel", Button).focus()  # off the name field, whose cursor blinks
     await pilot.pause(0.1)
 
 
