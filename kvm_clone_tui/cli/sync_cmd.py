@@ -125,7 +125,14 @@ def run(args: argparse.Namespace) -> int:
             lambda progress: _run(args, overrides, progress), args.output, console
         )
     except KeyboardInterrupt:
-        print("kvm-clone sync: interrupted: run it again to resume", file=sys.stderr)
+        if args.checkpoint:
+            print(
+                "kvm-clone sync: interrupted: the clone was put back as it was before (see the "
+                "log above); run it again to sync",
+                file=sys.stderr,
+            )
+        else:
+            print("kvm-clone sync: interrupted: run it again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except SyncRefused as exc:
         return _report_plan(args, exc.plan, console)
