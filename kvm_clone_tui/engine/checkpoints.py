@@ -21,7 +21,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
@@ -79,7 +79,7 @@ def checkpoint_xml(
     With ``domain_xml`` (for a redefinition) the creation time and the domain are included.
     """
     with_bitmap = {d.target for d in disks}
-    parts = [f"<domaincheckpoint><name>{_text(name)}</name>"]
+    parts = [f"<domaincheckpoint><name>{escape(name)}</name>"]
     if domain_xml is not None:
         parts.append(f"<creationTime>{int(time.time())}</creationTime>")
     parts.append("<disks>")
@@ -95,10 +95,6 @@ def checkpoint_xml(
         parts.append(domain_xml)
     parts.append("</domaincheckpoint>")
     return "".join(parts)
-
-
-def _text(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 async def image_bitmaps(host: Host, path: str) -> dict[str, list[str]]:

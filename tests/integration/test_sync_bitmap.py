@@ -19,18 +19,16 @@ from kvm_clone_tui.engine.sync_undo import RevertRefused
 from kvm_clone_tui.lab.guest import scan_disk_markers
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
-from tests.integration.conftest import IMAGES, cut_off_mid_sync, leftovers
+from tests.integration.conftest import (
+    IMAGES,
+    cut_off_mid_sync,
+    drop_source_checkpoints,
+    leftovers,
+)
 from tests.integration.test_live_clone import assert_one_point_in_time
 
 KiB, MiB = 1024, 1024 * 1024
 NAME, CLONE = "bm-src", "bm-dst"
-
-
-def drop_checkpoints(runtime: LabHostRuntime, vm: str) -> None:
-    """Forget a VM's checkpoints (metadata only: the test removes the images anyway)."""
-    names = runtime.virsh("checkpoint-list", "--domain", vm, "--name", check=False)
-    for name in names.split():
-        runtime.virsh("checkpoint-delete", "--domain", vm, name, "--metadata", check=False)
 
 
 @pytest.fixture
@@ -48,7 +46,7 @@ def qcow2_vm(lab: Lab) -> Iterator[Path]:
     alpha.virsh("define", "/dev/stdin", input=xml)
     yield image
     alpha.virsh("destroy", "--domain", NAME, check=False)
-    drop_checkpoints(alpha, NAME)
+    drop_source_checkpoints(alpha)
     alpha.virsh("undefine", "--domain", NAME, check=False)
     image.unlink(missing_ok=True)
 
@@ -235,7 +233,7 @@ def running_qcow2_writer(lab: Lab) -> Iterator[Path]:
     alpha.virsh("start", WRITER)
     yield image
     alpha.virsh("destroy", "--domain", WRITER, check=False)
-    drop_checkpoints(alpha, WRITER)
+    drop_source_checkpoints(alpha)
     alpha.virsh("undefine", "--domain", WRITER, check=False)
     image.unlink(missing_ok=True)
 
