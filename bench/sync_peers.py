@@ -109,6 +109,9 @@ DEFAULT_LAB = "127.0.4.2"
 # -- sizes and the workload ------------------------------------------------------------------------
 
 
+METHOD_KEYS = ("bitmap", "hash", "rsync", "clone")
+
+
 def parse_size(text: str) -> int:
     """``20G`` / ``200G`` / ``512M`` -> bytes (binary units)."""
     m = re.fullmatch(r"\s*(\d+)\s*([MGT])i?B?\s*", text, re.IGNORECASE)
@@ -623,8 +626,17 @@ def main() -> None:
         help="before each measurement wait up to S s for the machine to be < 35%% busy "
         "(default 20)",
     )
+    ap.add_argument(
+        "--methods",
+        default=",".join(METHOD_KEYS),
+        help=f"comma-separated subset of {','.join(METHOD_KEYS)} (default: all); bitmap "
+        "includes the further sizes",
+    )
     ap.add_argument("--markdown", type=Path, metavar="FILE", help="write the results here")
     a = ap.parse_args()
+    a.methods = a.methods.split(",")
+    if not a.methods or set(a.methods) - set(METHOD_KEYS):
+        sys.exit(f"--methods: choose from {','.join(METHOD_KEYS)}")
     if os.geteuid() != 0:
         sys.exit("run as root (drop_caches, iptables counters, the lab's files)")
     try:
@@ -674,7 +686,7 @@ def run_all(a: argparse.Namespace, lab: Lab, sizes: list[int]) -> None:
     vms = [SourceVM(VM, sizes[0])] + [
         SourceVM(f"{VM}-{size_label(s).lower()}", s) for s in sizes[1:]
     ]
-    methods = [
+    every = [
         Method("kvm-clone sync bitmap", "`kvm-clone sync --mode bitmap`", vms[0]),
         Method("kvm-clone sync hash", "`kvm-clone sync --mode hash`", vms[0]),
         Method("rsync", "`rsync --inplace --no-whole-file` alpha -> beta", vms[0]),
@@ -688,6 +700,7 @@ def run_all(a: argparse.Namespace, lab: Lab, sizes: list[int]) -> None:
             for vm in vms[1:]
         ),
     ]
+    methods = [m for m in every if m.name.split()[-1].split("@")[0] in a.methods]
     started = datetime.datetime.now().astimezone()
     load_start = os.getloadavg()
     outcomes: list[Outcome] = []

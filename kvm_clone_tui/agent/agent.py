@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -275,13 +276,19 @@ class StreamHash:
         self.pool = ThreadPoolExecutor(1)  # one worker: updates run in submission order
         self.last: Future[None] | None = None
 
-    def submit(self, head: bytes, payload: memoryview) -> None:
+    def submit(self, head: bytes, payload: memoryview, then: Any = None) -> None:
+        """Hash ``head`` and ``payload``; ``then()`` runs on the same worker afterwards (while
+        the payload is still untouched)."""
         if self.last is not None:
             self.last.result()  # the previous payload's buffer is free again
         self.pool.submit(self.h.update, head)
         self.last = self.pool.submit(self.h.update, payload)
+        if then is not None:
+            self.last = self.pool.submit(then)
 
     def hexdigest(self) -> str:
+        if self.last is not None:
+            self.last.result()  # raises what went wrong on the worker
         self.pool.shutdown(wait=True)
         return str(self.h.hexdigest())
 
@@ -298,6 +305,222 @@ def write_all(*parts: bytes | bytearray | memoryview) -> None:
             n -= len(views.pop(0))
         if n:
             views[0] = views[0][n:]
+
+
+# ---------------------------------------------------------------- block index (docs/agent.md)
+
+INDEX_PREFIX = ".kvmclone-index-"
+INDEX_VERSION = 1
+MAX_INDEX = 256 << 20  # a 200 GiB disk's index of 64 KiB blocks is ~20 MiB of JSON
+HEX = re.compile(f"^[0-9a-f]{{{2 * BLOCK_DIGEST_SIZE}}}$")
+
+
+def file_stamp(st: os.stat_result) -> list[int]:
+    """What changes whenever anything writes, truncates, renames or replaces a file."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def index_name(name: str) -> str | None:
+    """The name of the block index kept next to file ``name`` (None: too long a name)."""
+    full = f"{INDEX_PREFIX}{name}.json"
+    ok = len(full.encode()) <= 240 and not name.startswith(INDEX_PREFIX)
+    return full if ok else None
+
+
+def digest_or_none(algo: str, mv: memoryview, zero: bytes) -> str | None:
+    """A block's digest as ``hash`` gives it: None when it reads as all zeros."""
+    return None if zero.startswith(mv) else block_digest(algo, mv)
+
+
+def load_index(
+    dfd: int, name: str, stamp: list[int], bs: int | None = None, algo: str | None = None
+) -> dict[str, Any] | None:
+    """The saved index of ``name`` if it describes the file with this ``stamp``, and
+    (when given) has this block size and digest; None otherwise. A cache: never trusted blindly,
+    never an error."""
+    iname = index_name(name)
+    if iname is None:
+        return None
+    try:
+        fd = os.open(iname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        ist = os.fstat(fd)
+        if not stat.S_ISREG(ist.st_mode) or ist.st_size > MAX_INDEX:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
+        return None
+    if data.get("stamp") != stamp or data.get("algo") not in DIGESTS:
+        return None
+    size, ibs, found = stamp[2], data.get("block_size"), data.get("blocks")
+    if not isinstance(ibs, int) or not MIN_BLOCK_SIZE <= ibs <= MAX_BLOCK_SIZE:
+        return None
+    if (bs is not None and ibs != bs) or (algo is not None and data["algo"] != algo):
+        return None
+    if not isinstance(found, list) or len(found) != -(-size // ibs):
+        return None
+    if not all(b is None or (isinstance(b, str) and HEX.match(b)) for b in found):
+        return None
+    return data
+
+
+def save_index(
+    dfd: int, name: str, st: os.stat_result, bs: int, algo: str, digests: list[str | None]
+) -> bool:
+    """Write the index of ``name`` as of stamp ``st`` (temporary file + rename). Failing to
+    write it (a full disk) only costs the next sync a hashing pass: it is dropped, not raised."""
+    iname = index_name(name)
+    if iname is None:
+        return False
+    tmp = f"{iname}.tmp-{os.getpid()}"
+    data = dict(version=INDEX_VERSION, stamp=file_stamp(st), block_size=bs, algo=algo)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | _CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+        try:
+            with os.fdopen(os.dup(fd), "wb") as f:
+                f.write(json_bytes(dict(data, blocks=digests)))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            os.close(fd)
+        os.rename(tmp, iname, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        drop_index(dfd, name)
+        return False
+    return True
+
+
+def drop_index(dfd: int, name: str) -> None:
+    """Remove the index of ``name``, if there is one."""
+    iname = index_name(name)
+    if iname is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(iname, dir_fd=dfd)
+
+
+def rehash(fd: int, bs: int, algo: str, size: int, which: list[int]) -> dict[int, str | None]:
+    """Digests of some blocks, read from the file as it is now."""
+    zero: bytes = bytes(bs)
+    out: dict[int, str | None] = {}
+    buf = memoryview(bytearray(bs))
+    for b in which:
+        mv = buf[: min(bs, size - b * bs)]
+        pread_exact(fd, mv, b * bs)
+        out[b] = digest_or_none(algo, mv, zero)
+    return out
+
+
+class BlockIndex:
+    """A file's block index, kept up to date while a stream writes the file (``receive
+    --index``): blocks a frame covers whole are hashed from the frame; blocks only partly
+    written (or cut by a size change) are read back and hashed at the end."""
+
+    def __init__(self, algo: str, bs: int, old: list[str | None], old_size: int, size: int):
+        self.algo, self.bs, self.zero = algo, bs, bytes(bs)
+        self.size = size
+        self.stale: set[int] = set()
+        n = -(-size // bs)
+        self.digests = (list(old) + [None] * n)[:n]
+        if size != old_size:  # the blocks at the old and new ends change length
+            for end in (old_size, size):
+                if end % bs and (end - 1) // bs < n:
+                    self.stale.add((end - 1) // bs)
+
+    def _blocks(self, off: int, n: int) -> Iterator[tuple[int, int, int, bool]]:
+        bs, end = self.bs, off + n
+        for b in range(off // bs, (end - 1) // bs + 1):
+            lo, hi = max(off, b * bs), min(end, (b + 1) * bs, self.size)
+            yield b, lo, hi, lo == b * bs and hi == min((b + 1) * bs, self.size)
+
+    def data(self, off: int, mv: memoryview) -> None:
+        for b, lo, hi, whole in self._blocks(off, len(mv)):
+            if whole:
+                self.digests[b] = digest_or_none(self.algo, mv[lo - off : hi - off], self.zero)
+                self.stale.discard(b)
+            else:
+                self.stale.add(b)
+
+    def zeros(self, off: int, n: int) -> None:
+        for b, _lo, _hi, whole in self._blocks(off, n):
+            if whole:
+                self.digests[b] = None
+                self.stale.discard(b)
+            else:
+                self.stale.add(b)
+
+    def finish(self, fd: int) -> list[str | None]:
+        for b, digest in rehash(fd, self.bs, self.algo, self.size, sorted(self.stale)).items():
+            self.digests[b] = digest
+        return self.digests
+
+
+def cmd_index_refresh(args: argparse.Namespace) -> int:
+    """After a change of a qcow2 image's metadata only (``qemu-img bitmap --remove``): keep the
+    digests of blocks that lie wholly in data clusters the change kept in place (stdin: their
+    host [offset, length] ranges), read and hash every other block that holds data now."""
+    try:
+        was = [int(x) for x in args.was.split(",")]
+        keep = sorted((int(o), int(n)) for o, n in json.loads(sys.stdin.buffer.read() or b"[]"))
+    except (ValueError, TypeError) as exc:
+        raise AgentError("usage", f"bad --was or ranges: {exc}") from None
+    dfd, name = open_parent(args.root, args.path)
+    fd = -1
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=dfd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError("path", f"not a regular file: {args.path}", args.path)
+        if len(was) != 5:
+            raise AgentError("usage", "--was takes dev,ino,size,mtime_ns,ctime_ns")
+        old = load_index(dfd, name, was)
+        if old is None:
+            drop_index(dfd, name)
+            emit({"ok": True, "path": args.path, "refreshed": False, "rehashed": 0})
+            return 0
+        bs, algo, size = old["block_size"], old["algo"], st.st_size
+        n = -(-size // bs)
+        digests = (list(old["blocks"]) + [None] * n)[:n]
+        kept = set()
+        j = 0
+        for b in range(min(n, len(old["blocks"]), -(-was[2] // bs))):
+            lo, hi = b * bs, min((b + 1) * bs, size)
+            while j < len(keep) and keep[j][0] + keep[j][1] <= lo:
+                j += 1
+            inside = j < len(keep) and keep[j][0] <= lo and hi <= keep[j][0] + keep[j][1]
+            if inside and hi - lo == min(bs, was[2] - lo):  # as long as when it was hashed
+                kept.add(b)
+        extents, _ = data_extents(fd, size)
+        with_data = {b for off, ln in extents for b in range(off // bs, (off + ln - 1) // bs + 1)}
+        for b in range(n):
+            if b not in with_data:
+                digests[b] = None
+        todo = sorted(with_data - kept)
+        digests_now = rehash(fd, bs, algo, size, todo)
+        for b, digest in digests_now.items():
+            digests[b] = digest
+        if file_stamp(os.fstat(fd)) != file_stamp(st):  # written meanwhile: no index at all
+            drop_index(dfd, name)
+            emit({"ok": True, "path": args.path, "refreshed": False, "rehashed": len(todo)})
+            return 0
+        saved = save_index(dfd, name, st, bs, algo, digests)
+    except OSError as exc:
+        raise os_error(exc, args.path) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.close(dfd)
+    emit({"ok": True, "path": args.path, "refreshed": saved, "rehashed": len(todo)})
+    return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -744,8 +967,16 @@ class UndoLog:
 class Receiver:
     """Writes a stream from stdin into a sink; ``good``: everything below it is final."""
 
-    def __init__(self, sink: Any, args: argparse.Namespace, undo: UndoLog | None = None) -> None:
+    def __init__(
+        self,
+        sink: Any,
+        args: argparse.Namespace,
+        undo: UndoLog | None = None,
+        index: Any = None,
+    ) -> None:
         self.sink, self.args, self.undo, self.good, self.got = sink, args, undo, 0, 0
+        self.index = index  # a callable (size, start) -> BlockIndex | None, once the header says
+        self.blocks: BlockIndex | None = None
         self.inp = io.BufferedReader(io.FileIO(0, "rb", closefd=False), 1 << 18)
 
     def read_into(self, mv: memoryview) -> None:
@@ -787,6 +1018,7 @@ class Receiver:
             raise AgentError("protocol", f"start offset {start} needs --resume and <= size")
         sink.start(start)
         self.good = start
+        blocks = self.blocks = self.index(size, start) if self.index is not None else None
         views = [memoryview(bytearray(bs)), memoryview(bytearray(bs))]
         cur, written, zeros, flushed = 0, 0, 0, start
         algo = str(meta.get("digest", "blake2b"))
@@ -808,8 +1040,11 @@ class Receiver:
             if ftype == FRAME_DATA:
                 mv = views[cur][:n]
                 self.read_into(mv)
-                if hasher is not None:
-                    hasher.submit(head, mv)  # hashed while this thread writes it and reads on
+                if hasher is not None:  # hashed while this thread writes it and reads on
+                    then = None if blocks is None else functools.partial(blocks.data, off, mv)
+                    hasher.submit(head, mv, then)
+                elif blocks is not None:
+                    blocks.data(off, mv)
                 if undo is not None:
                     undo.save(off, n)
                 sink.write(off, mv)
@@ -819,6 +1054,8 @@ class Receiver:
                     undo.save(off, n)
                 sink.zero(off, n)
                 zeros += n
+                if blocks is not None:
+                    blocks.zeros(off, n)
             self.good = off + n
             if self.good - flushed >= WRITEBACK:
                 sink.written_up_to(max(start, flushed - WRITEBACK), self.good)
@@ -855,7 +1092,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
                 flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
                 fd = os.open(name, flags, dir_fd=dfd)
             else:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+                access = os.O_RDWR if args.index else os.O_WRONLY  # the index reads back
+                flags = access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
                 fd, created = os.open(name, flags, args.mode, dir_fd=dfd), True
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
@@ -866,7 +1104,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
             if args.undo and not args.inplace:
                 raise AgentError("usage", "--undo needs --inplace")
             undo = UndoLog(args.root, args.undo, sink) if args.undo else None
-            receiver = Receiver(sink, args, undo)
+            index = _index_factory(args, dfd, name, file_stamp(st)) if args.index else None
+            receiver = Receiver(sink, args, undo, index)
             try:
                 result = receiver.run()
             finally:
@@ -874,6 +1113,14 @@ def cmd_receive(args: argparse.Namespace) -> int:
                     undo.close()  # kept even after a failure: what was overwritten is in it
             os.fsync(fd)
             result["allocated"] = os.fstat(fd).st_blocks * 512
+            if args.index:
+                result["index"] = "none"
+                if receiver.blocks is None:
+                    drop_index(dfd, name)
+                else:
+                    digests = receiver.blocks.finish(fd)
+                    saved = save_index(dfd, name, os.fstat(fd), *_index_kind(args), digests)
+                    result["index"] = "saved" if saved else "none"
             os.close(fd)
             fd = -1
             os.fsync(dfd)
@@ -894,11 +1141,34 @@ def cmd_receive(args: argparse.Namespace) -> int:
                     pass
             os.close(fd)
         exc.extra["removed"] = created and not keep and _unlink_same(dfd, name, ident)
+        if args.index:
+            drop_index(dfd, name)
         raise
     finally:
         os.close(dfd)
     emit(result)
     return 0
+
+
+def _index_kind(args: argparse.Namespace) -> tuple[int, str]:
+    return args.index_block_size, args.index
+
+
+def _index_factory(args: argparse.Namespace, dfd: int, name: str, stamp: list[int]) -> Any:
+    """What ``Receiver`` calls with the stream's size and start to get the file's index: for a
+    new file all holes; for ``--inplace`` the saved index, if it still describes the file;
+    None (no index) for a resumed file or a stale index."""
+    bs, algo = _index_kind(args)
+
+    def make(size: int, start: int) -> BlockIndex | None:
+        if start:
+            return None
+        if not args.inplace:
+            return BlockIndex(algo, bs, [], size, size)
+        found = load_index(dfd, name, stamp, bs, algo)
+        return None if found is None else BlockIndex(algo, bs, found["blocks"], stamp[2], size)
+
+    return make
 
 
 def cmd_nbd_receive(args: argparse.Namespace) -> int:
@@ -1098,8 +1368,41 @@ def cmd_extents(args: argparse.Namespace) -> int:
 
 
 def cmd_hash(args: argparse.Namespace) -> int:
+    if args.index and not args.root:
+        raise AgentError("usage", "--index needs --root (the index is written next to PATH)")
     fd, size = open_source(args.path)
-    bs, zero, local = args.block_size, bytes(args.block_size), threading.local()
+    dfd, name, before = -1, "", file_stamp(os.fstat(fd))
+    try:
+        if args.index:
+            dfd, name = open_parent(args.root, args.path)
+            here = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if file_stamp(here) != before or not stat.S_ISREG(here.st_mode):
+                os.close(dfd)
+                dfd = -1  # not the regular file named PATH (a symlink, a device): no index
+        found = load_index(dfd, name, before, args.block_size, args.algo) if dfd >= 0 else None
+        if found is not None:
+            out = dict(path=args.path, size=size, block_size=args.block_size, algo=args.algo)
+            emit(dict(out, seek_data=True, index="used", blocks=found["blocks"]))
+            return 0
+        digests, seek = hash_blocks(fd, size, args.block_size, args.algo)
+        kept = "none"
+        unchanged = dfd >= 0 and file_stamp(os.fstat(fd)) == before  # nothing wrote it meanwhile
+        if unchanged and save_index(dfd, name, os.fstat(fd), args.block_size, args.algo, digests):
+            kept = "saved"
+    except OSError as exc:
+        raise os_error(exc, args.path) from None
+    finally:
+        os.close(fd)
+        if dfd >= 0:
+            os.close(dfd)
+    out = dict(path=args.path, size=size, block_size=args.block_size, seek_data=seek)
+    emit(dict(out, algo=args.algo, index=kept, blocks=digests))
+    return 0
+
+
+def hash_blocks(fd: int, size: int, bs: int, algo: str) -> tuple[list[str | None], bool]:
+    """Every block's digest (None: reads as zeros), and whether SEEK_DATA found the holes."""
+    zero, local = bytes(bs), threading.local()
     extents, seek = data_extents(fd, size)
     todo = sorted({i for off, n in extents for i in range(off // bs, (off + n - 1) // bs + 1)})
     per = max(1, HASH_READ // bs)  # blocks per read: fewer, bigger preads
@@ -1119,7 +1422,7 @@ def cmd_hash(args: argparse.Namespace) -> int:
         out: list[str | None] = []
         for k in range(len(group)):
             block = mv[k * bs : min((k + 1) * bs, end - start)]
-            out.append(None if zero.startswith(block) else block_digest(args.algo, block))
+            out.append(digest_or_none(algo, block, zero))
         return out
 
     digests: list[str | None] = [None] * ((size + bs - 1) // bs)
@@ -1129,9 +1432,7 @@ def cmd_hash(args: argparse.Namespace) -> int:
             for group, found in zip(batch, pool.map(one, batch)):
                 for i, digest in zip(group, found):
                     digests[i] = digest
-    out = dict(path=args.path, size=size, block_size=bs, seek_data=seek, algo=args.algo)
-    emit(dict(out, blocks=digests))
-    return 0
+    return digests, seek
 
 
 def cmd_rename(args: argparse.Namespace) -> int:
@@ -1144,11 +1445,19 @@ def cmd_rename(args: argparse.Namespace) -> int:
     try:
         if not stat.S_ISREG(os.stat(sname, dir_fd=sfd, follow_symlinks=False).st_mode):
             raise AgentError("path", f"not a regular file: {args.src}", args.src)
+        before = file_stamp(os.stat(sname, dir_fd=sfd, follow_symlinks=False))
+        index = load_index(sfd, sname, before)
         if args.replace:
             os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
         else:  # link() never replaces anything: a no-clobber rename
             os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
             os.unlink(sname, dir_fd=sfd)
+        drop_index(sfd, sname)
+        drop_index(dfd, dname)  # a replaced file's
+        if index is not None:  # the rename changed the file's ctime: the index follows it
+            after = os.stat(dname, dir_fd=dfd, follow_symlinks=False)
+            if file_stamp(after)[:3] == before[:3] and after.st_mtime_ns == before[3]:
+                save_index(dfd, dname, after, index["block_size"], index["algo"], index["blocks"])
         os.fsync(dfd)
         os.fsync(sfd)
     except OSError as exc:
@@ -1170,6 +1479,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         if not stat.S_ISREG(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
             raise AgentError("path", f"not a regular file: {args.path}", args.path)
         os.unlink(name, dir_fd=dfd)
+        drop_index(dfd, name)
         os.fsync(dfd)
         removed = True
     except OSError as exc:
@@ -1266,6 +1576,13 @@ def build_parser() -> Parser:
     c.add_argument(
         "--undo", metavar="FILE", help="with --inplace: save what gets overwritten in FILE (new)"
     )
+    c.add_argument(
+        "--index",
+        choices=DIGESTS,
+        help="keep DEST's block index (for `hash --index`) with this digest; with --inplace "
+        "only when DEST's saved index still describes it",
+    )
+    c.add_argument("--index-block-size", type=block_size, default=64 << 10)
     c.set_defaults(func=cmd_receive)
     c = sub.add_parser("nbd-receive", help="like receive --inplace, into a writable NBD export")
     c.add_argument("socket")
@@ -1294,7 +1611,23 @@ def build_parser() -> Parser:
     c.add_argument("path")
     c.add_argument("--block-size", type=block_size, default=DEFAULT_BLOCK_SIZE)
     c.add_argument("--algo", choices=DIGESTS, default="blake2b", help="blake2b-16 or sha256/128")
+    c.add_argument(
+        "--index",
+        action="store_true",
+        help="answer from PATH's saved block index when it still describes PATH; else hash "
+        "and save one (needs --root)",
+    )
+    c.add_argument("--root", help="with --index: the directory PATH and its index lie in")
     c.set_defaults(func=cmd_hash)
+    c = sub.add_parser(
+        "index-refresh",
+        help="renew PATH's block index after a change of its qcow2 metadata only (stdin: the "
+        "host ranges of data clusters the change kept)",
+    )
+    c.add_argument("path")
+    c.add_argument("--root", required=True)
+    c.add_argument("--was", required=True, help="PATH's stamp before: dev,ino,size,mtime,ctime")
+    c.set_defaults(func=cmd_index_refresh)
     c = sub.add_parser("rename", help="rename a file within --root")
     c.add_argument("src")
     c.add_argument("dst")

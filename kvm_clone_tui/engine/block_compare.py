@@ -132,9 +132,10 @@ async def resume_file(
     started = time.monotonic()
     bs = SYNC_BLOCK_SIZE
     algo = await shared_digest(src_agent, dst_agent)
-    (size, mine), (their_size, theirs), layout = await asyncio.gather(
+    index_root = item.dest_root if item.index is not None else None
+    (size, mine, _), (their_size, theirs, _), layout = await asyncio.gather(
         _hashes(src_agent, item.source_path, bs, algo),
-        _hashes(dst_agent, item.dest_path, bs, algo),
+        _hashes(dst_agent, item.dest_path, bs, algo, index_root),
         src_agent.call(["extents", item.source_path]),
     )
     if size != item.size:

@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
+from kvm_clone_tui.engine import block_index
 from kvm_clone_tui.engine.errors import HostError, LibvirtError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.models import VM, DiskDevice
@@ -213,11 +214,14 @@ async def invalid_reason(
     return None
 
 
-async def strip_bitmaps(host: Host, path: str) -> list[str]:
-    """Remove kvm-clone's bitmaps from a clone's qcow2 image (copied along with its bytes)."""
-    removed: list[str] = []
-    for bitmap in await image_bitmaps(host, path):
-        if bitmap.startswith(CHECKPOINT_PREFIX):
+async def strip_bitmaps(host: Host, path: str, root: str) -> list[str]:
+    """Remove kvm-clone's bitmaps from a clone's qcow2 image (copied along with its bytes),
+    keeping its block index (``root``: the directory it lies in) up to date."""
+    found = [b for b in await image_bitmaps(host, path) if b.startswith(CHECKPOINT_PREFIX)]
+
+    async def remove() -> list[str]:
+        for bitmap in found:
             await host.run(["qemu-img", "bitmap", "--remove", path, bitmap], timeout=120)
-            removed.append(bitmap)
-    return removed
+        return found
+
+    return await block_index.around_metadata_change(host, path, root, remove) if found else []

@@ -47,7 +47,7 @@ from kvm_clone_tui.engine.journal import (
 from kvm_clone_tui.engine.live_source import LiveSource, backup_begin, backup_end
 from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
-from kvm_clone_tui.engine.remote_agent import RemoteAgent
+from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.resume import adopt_staged, keep_for_resume, options_record
 from kvm_clone_tui.engine.tpm_state import (
     commit_tpm_state,
@@ -321,8 +321,10 @@ async def _copy_all(
     gate = asyncio.Semaphore(max(1, plan.options.parallel))
     state = {"options": options}
     live: LiveSource | None = None
+    index_digest = await shared_digest(src_agent, dst_agent)  # what a hash-mode sync will use
 
     async def one(file: FilePlan) -> TransferResult:
+        from_file = not file.live_export and file.raw_staging_path is None
         item = FileTransfer(
             file.label,
             file.source_path,
@@ -333,6 +335,7 @@ async def _copy_all(
             nbd_socket=live.socket if live is not None and file.live_export else None,
             nbd_export=file.live_export,
             keep_partial=True,  # a kill -9 leaves what arrived for a resume (or a rollback)
+            index=index_digest if from_file and file.role == "disk" else None,
         )
         copy = _copier(journal, file, events)
         async with gate:

@@ -11,6 +11,7 @@ chains) get none: their syncs use hash mode.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from xml.sax.saxutils import quoteattr
 
 import libvirt
@@ -82,7 +83,8 @@ async def record(dst: Host, plan: ClonePlan, journal: Journal) -> str | None:
     disk_files = [f for f in plan.files if f.role == "disk"]
     for file in disk_files:
         if file.format == "qcow2":
-            await checkpoints.strip_bitmaps(dst, file.final_path)
+            root = posixpath.dirname(file.final_path)
+            await checkpoints.strip_bitmaps(dst, file.final_path, root)
     stamp = await sync_undo.disk_stamp(RemoteAgent(dst), [f.final_path for f in plan.files])
     await set_clone_metadata(dst, plan.new_uuid, {"checkpoint": name, "dest-stamp": stamp})
     return name

@@ -102,9 +102,12 @@ class RemoteAgent:
         """The command line that runs the agent with ``args`` on the host."""
         return [self.python, await self.ensure(), *args]
 
-    async def call(self, args: Sequence[str], *, timeout: float = 120) -> dict[str, Any]:
+    async def call(
+        self, args: Sequence[str], *, timeout: float = 120, input: str | None = None
+    ) -> dict[str, Any]:
         """Run an agent command that prints one JSON result; AgentFailure on its errors."""
-        done = await self.host.run(await self.argv(args), check=False, timeout=timeout)
+        argv = await self.argv(args)
+        done = await self.host.run(argv, check=False, timeout=timeout, input=input)
         try:
             return parse_result(done.stdout)
         except AgentFailure as exc:

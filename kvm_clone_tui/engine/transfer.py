@@ -26,6 +26,7 @@ from typing import Any
 import asyncssh
 
 from kvm_clone_tui.agent.protocol import AgentFailure, ReceiveResult, parse_progress, parse_result
+from kvm_clone_tui.engine.block_index import INDEX_BLOCK_SIZE
 from kvm_clone_tui.engine.errors import HostError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.progress import DiskProgress, RateMeter, disk_progress
@@ -76,6 +77,7 @@ class FileTransfer:
     dest_nbd_socket: str | None = None  # write through this NBD export (a qcow2 clone) instead
     dest_nbd_export: str | None = None
     undo_path: str | None = None  # save what gets overwritten here first (sync --checkpoint)
+    index: str | None = None  # keep the destination file's block index with this digest
 
     def ranges_json(self) -> bytes | None:
         """What the sender reads on stdin when only some ranges move."""
@@ -150,6 +152,8 @@ def _receive_args(item: FileTransfer, options: TransferOptions) -> list[str]:
             args += ["--root", item.dest_root]
     if not options.verify:
         args.append("--no-verify")
+    if item.index is not None and item.dest_nbd_socket is None:
+        args += ["--index", item.index, "--index-block-size", str(INDEX_BLOCK_SIZE)]
     if item.inplace and item.dest_nbd_socket is None:
         args.append("--inplace")
     elif item.keep_partial and item.dest_nbd_socket is None:
