@@ -8,6 +8,7 @@ runs it with ``python3``. Protocol, hash definition and shipping: docs/agent.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import errno
 import functools
@@ -286,6 +287,11 @@ class StreamHash:
         if then is not None:
             self.last = self.pool.submit(then)
 
+    def drain(self) -> None:
+        """Wait until every submitted payload is hashed (their buffers are free again)."""
+        if self.last is not None:
+            self.last.result()
+
     def hexdigest(self) -> str:
         if self.last is not None:
             self.last.result()  # raises what went wrong on the worker
@@ -525,6 +531,8 @@ def cmd_index_refresh(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     fd, size = open_source(args.path)
+    if args.against_stdin:
+        return send_compared(fd, size, args)
     if args.ranges_stdin:  # only these [offset, length] ranges (an incremental sync)
         try:
             ranges = json.loads(sys.stdin.buffer.read() or b"[]")
@@ -541,6 +549,116 @@ def cmd_send(args: argparse.Namespace) -> int:
     return stream_out(
         size, allocated_bytes(fd, size), extents, [], lambda mv, off: pread_exact(fd, mv, off), args
     )
+
+
+def read_theirs(data: bytes) -> tuple[int, int, str, list[str | None]]:
+    """The destination's ``hash`` answer (size, block_size, algo, blocks), checked."""
+    try:
+        theirs = json.loads(data)
+        size, bs, algo = int(theirs["size"]), int(theirs["block_size"]), str(theirs["algo"])
+        blocks = list(theirs["blocks"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise AgentError("usage", f"bad --against-stdin JSON: {exc}") from None
+    if algo not in DIGESTS or not MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE or size < 0:
+        raise AgentError("usage", "bad --against-stdin: algo or block size")
+    if len(blocks) != -(-size // bs):
+        raise AgentError("usage", "bad --against-stdin: the block list does not fit the size")
+    return size, bs, algo, blocks
+
+
+def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
+    """``send --against-stdin``: read the file once, hash every block as ``hash`` does, and send
+    at once each block whose digest differs from the destination's (stdin: its ``hash``
+    answer); a block that reads as zeros where the destination has data goes as a ZERO frame.
+    Reading and hashing run ahead on worker threads while this thread writes the stream."""
+    their_size, bs, algo, theirs = read_theirs(sys.stdin.buffer.read())
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    n = -(-size // bs)
+    extents, _ = data_extents(fd, size)
+    todo = {i for off, ln in extents for i in range(off // bs, (off + ln - 1) // bs + 1)}
+    todo.update(i for i, d in enumerate(theirs[:n]) if d is not None)
+    if their_size % bs and their_size < size:  # their last, short block: compared as missing
+        todo.add(their_size // bs)
+    per = max(1, HASH_READ // bs)
+    groups: list[list[int]] = []
+    for i in sorted(todo):
+        if groups and groups[-1][-1] == i - 1 and len(groups[-1]) < per:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    ahead = 8  # chunks read and hashed ahead of the writer; each has a buffer of its own
+    bufs = [memoryview(bytearray(per * bs)) for _ in range(ahead + 1)]
+    zero = bytes(bs)
+
+    def differ(i: int, mine: str | None) -> bool:
+        if (i + 1) * bs <= their_size or their_size == size:  # as long on both sides
+            return theirs[i] != mine
+        return mine is not None or i * bs < their_size  # new, or their short last block
+
+    def work(k: int) -> list[bool | None]:
+        """Read chunk ``k``; per block: True (send its data), None (send zeros), False."""
+        group = groups[k]
+        start, end = group[0] * bs, min(size, (group[-1] + 1) * bs)
+        mv = bufs[k % len(bufs)][: end - start]
+        pread_exact(fd, mv, start)
+        out: list[bool | None] = []
+        for j, i in enumerate(group):
+            mine = digest_or_none(algo, mv[j * bs : min((j + 1) * bs, end - start)], zero)
+            out.append((True if mine is not None else None) if differ(i, mine) else False)
+        return out
+
+    total = sum(min(size, (g[-1] + 1) * bs) - g[0] * bs for g in groups)
+    meta = dict(protocol=PROTOCOL_VERSION, agent=AGENT_VERSION, size=size, block_size=per * bs)
+    header = json_bytes(dict(meta, digest=args.digest, allocated=allocated_bytes(fd, size),
+                             start_offset=0, total=total))  # fmt: skip
+    os.set_blocking(1, True)
+    enlarge_pipe(1)
+    small = bytearray(HEADER_STRUCT.pack(FRAME_HEADER, MAGIC, len(header)) + header)
+    hasher = StreamHash(args.digest) if not args.no_hash else None
+    progress, scanned, sent, zeros, t0 = Progress(total), 0, 0, 0, time.monotonic()
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        pending = collections.deque(pool.submit(work, k) for k in range(min(ahead, len(groups))))
+        for k, group in enumerate(groups):
+            verdicts = pending.popleft().result()
+            start, end = group[0] * bs, min(size, (group[-1] + 1) * bs)
+            mv = bufs[k % len(bufs)][: end - start]
+            j = 0
+            while j < len(group):
+                if verdicts[j] is None:  # zeros here, data there
+                    off, ln = group[j] * bs, min(bs, end - group[j] * bs)
+                    small += BLOCK_STRUCT.pack(FRAME_ZERO, off, ln)
+                    zeros, j = zeros + ln, j + 1
+                    continue
+                if not verdicts[j]:
+                    j += 1
+                    continue
+                first = j
+                while j < len(group) and verdicts[j]:
+                    j += 1
+                lo, hi = first * bs, min(j * bs, end - start)
+                head = BLOCK_STRUCT.pack(FRAME_DATA, start + lo, hi - lo)
+                if hasher is not None:
+                    hasher.submit(head[1:], mv[lo:hi])
+                write_all(small, head, mv[lo:hi])
+                small, sent = bytearray(), sent + hi - lo
+            if len(small) >= 1 << 16:
+                write_all(small)
+                small = bytearray()
+            if hasher is not None:
+                hasher.drain()  # this chunk's buffer is read again for chunk k + ahead + 1
+            if k + ahead < len(groups):
+                pending.append(pool.submit(work, k + ahead))
+            scanned += end - start
+            progress.update(scanned)
+            if args.bwlimit:
+                time.sleep(max(0.0, sent / args.bwlimit - (time.monotonic() - t0)))
+    digest = hasher.hexdigest() if hasher is not None else ""
+    end_ = json_bytes(dict(bytes_read=scanned, bytes_sent=sent, zero_bytes=zeros, digest=digest))
+    write_all(small, END_STRUCT.pack(FRAME_END, len(end_)), end_)
+    done = {"done": True, "bytes_sent": sent, "zero_bytes": zeros, "digest": digest}
+    emit(dict(done, bytes_compared=scanned), err=True)
+    return 0
 
 
 def stream_out(
@@ -1099,6 +1217,9 @@ def cmd_receive(args: argparse.Namespace) -> int:
             ident = (st.st_dev, st.st_ino)
             if not stat.S_ISREG(st.st_mode):
                 raise AgentError("path", f"not a regular file: {dest}", dest)
+            if args.expect_stamp and args.expect_stamp != ",".join(map(str, file_stamp(st))):
+                msg = f"{dest} changed since it was compared with the source: sync again"
+                raise AgentError("changed", msg, dest)
             enlarge_pipe(0)
             sink = FileSink(fd, args.inplace)
             if args.undo and not args.inplace:
@@ -1380,9 +1501,13 @@ def cmd_hash(args: argparse.Namespace) -> int:
                 os.close(dfd)
                 dfd = -1  # not the regular file named PATH (a symlink, a device): no index
         found = load_index(dfd, name, before, args.block_size, args.algo) if dfd >= 0 else None
+        out = dict(path=args.path, size=size, block_size=args.block_size, algo=args.algo)
+        out["stamp"] = before  # `receive --expect-stamp`: the file must still be as compared
         if found is not None:
-            out = dict(path=args.path, size=size, block_size=args.block_size, algo=args.algo)
-            emit(dict(out, seek_data=True, index="used", blocks=found["blocks"]))
+            emit(dict(out, index="used", blocks=found["blocks"]))
+            return 0
+        if args.index_only:
+            emit(dict(out, index="none", blocks=None))
             return 0
         digests, seek = hash_blocks(fd, size, args.block_size, args.algo)
         kept = "none"
@@ -1396,7 +1521,7 @@ def cmd_hash(args: argparse.Namespace) -> int:
         if dfd >= 0:
             os.close(dfd)
     out = dict(path=args.path, size=size, block_size=args.block_size, seek_data=seek)
-    emit(dict(out, algo=args.algo, index=kept, blocks=digests))
+    emit(dict(out, algo=args.algo, stamp=before, index=kept, blocks=digests))
     return 0
 
 
@@ -1542,6 +1667,12 @@ def build_parser() -> Parser:
         action="store_true",
         help="send only the [offset, length] ranges of a JSON list read from stdin",
     )
+    c.add_argument(
+        "--against-stdin",
+        action="store_true",
+        help="send only the blocks whose digest differs from the destination's `hash` answer "
+        "read from stdin (its block size and digest)",
+    )
     c.set_defaults(func=cmd_send)
     c = sub.add_parser("nbd-send", help="like send, reading an NBD export on a unix socket")
     c.add_argument("socket")
@@ -1583,6 +1714,11 @@ def build_parser() -> Parser:
         "only when DEST's saved index still describes it",
     )
     c.add_argument("--index-block-size", type=block_size, default=64 << 10)
+    c.add_argument(
+        "--expect-stamp",
+        metavar="DEV,INO,SIZE,MTIME,CTIME",
+        help="with --inplace: refuse unless DEST is still as `hash` saw it (its `stamp`)",
+    )
     c.set_defaults(func=cmd_receive)
     c = sub.add_parser("nbd-receive", help="like receive --inplace, into a writable NBD export")
     c.add_argument("socket")
@@ -1618,6 +1754,11 @@ def build_parser() -> Parser:
         "and save one (needs --root)",
     )
     c.add_argument("--root", help="with --index: the directory PATH and its index lie in")
+    c.add_argument(
+        "--index-only",
+        action="store_true",
+        help="with --index: answer from the index or not at all (blocks: null), never hash",
+    )
     c.set_defaults(func=cmd_hash)
     c = sub.add_parser(
         "index-refresh",

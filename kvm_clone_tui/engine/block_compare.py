@@ -133,11 +133,13 @@ async def resume_file(
     bs = SYNC_BLOCK_SIZE
     algo = await shared_digest(src_agent, dst_agent)
     index_root = item.dest_root if item.index is not None else None
-    (size, mine, _), (their_size, theirs, _), layout = await asyncio.gather(
+    src_hashes, dst_hashes, layout = await asyncio.gather(
         _hashes(src_agent, item.source_path, bs, algo),
         _hashes(dst_agent, item.dest_path, bs, algo, index_root),
         src_agent.call(["extents", item.source_path]),
     )
+    size, mine = src_hashes.size, src_hashes.blocks
+    their_size, theirs = dst_hashes.size, dst_hashes.blocks
     if size != item.size:
         raise TransferError(
             src.name,
@@ -157,7 +159,10 @@ async def resume_file(
     written = 0
     if found.ranges or size != their_size:
         ranges = split_at_extents(found.ranges, [(int(o), int(n)) for o, n in layout["extents"]])
-        part = replace(item, ranges=ranges, inplace=True, allocated=found.send_bytes)
+        stamp = dst_hashes.stamp or None  # the staged file must still be as compared
+        part = replace(
+            item, ranges=ranges, inplace=True, allocated=found.send_bytes, dest_stamp=stamp
+        )
         sent = await copy_file(src, src_agent, dst, dst_agent, part, options, on_progress)
         written, route = sent.bytes_written, sent.route
     else:

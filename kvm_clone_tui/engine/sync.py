@@ -8,10 +8,12 @@ move, written through qemu-nbd into a qcow2 clone (in place into a raw one), and
 taken at the same point in time replaces the old one once the sync is verified. Nothing is read
 that did not change: the time does not grow with the disk's size.
 
-Hash mode (otherwise, and for shut-off sources only): both hosts hash fixed-size blocks of each
-disk file on their own CPU at the same time, the client compares the lists, and the source sends
-only the differing blocks, which the destination writes in place (blocks that became zero are
-punched out). Disk files are made byte-identical, so qcow2 images, backing layers and NVRAM files
+Hash mode (otherwise, and for shut-off sources only): when the clone's block index still
+describes a clone file (block_index.py), the source reads and hashes its file once and sends each
+block whose digest differs from the index as it goes; otherwise both hosts hash fixed-size blocks
+of the file on their own CPU at the same time, the client compares the lists, and the source
+sends only the differing blocks. The destination writes them in place (blocks that became zero
+are punched out) and keeps the index up to date. Disk files are made byte-identical, so qcow2 images, backing layers and NVRAM files
 sync like raw ones. The clone's definition follows the source's (memory, vCPUs, devices) but keeps
 its own name, UUID, MAC addresses and disk paths.
 
@@ -23,12 +25,15 @@ everything again) resumes it and converges.
 from __future__ import annotations
 
 import asyncio
+import json
 import posixpath
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
+from kvm_clone_tui.agent.protocol import AgentFailure
 from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
 from kvm_clone_tui.engine.checkpoints import BitmapDisk
 from kvm_clone_tui.engine.client import KVMCloneClient
@@ -396,15 +401,37 @@ def _ranges(
     return out
 
 
+@dataclass(frozen=True)
+class Hashes:
+    """A file's ``hash`` answer."""
+
+    size: int
+    blocks: list[str | None]
+    index: str  # used / saved / none: what became of the file's block index
+    stamp: tuple[int, ...]  # the file as it was hashed (``receive --expect-stamp``)
+    answer: dict[str, Any]  # as the agent gave it (``send --against-stdin`` takes it)
+
+
 async def _hashes(
-    agent: RemoteAgent, path: str, bs: int, algo: str, index_root: str | None = None
-) -> tuple[int, list[str | None], str]:
-    """(size, block digests, "used"/"saved"/"none": what became of the file's block index)."""
+    agent: RemoteAgent,
+    path: str,
+    bs: int,
+    algo: str,
+    index_root: str | None = None,
+    index_only: bool = False,
+) -> Hashes:
+    """Block digests of a file (with ``index_root``: from its block index when valid, else
+    hashed and indexed; ``index_only``: from the index or ``blocks`` empty and ``index``
+    "none")."""
     args = ["hash", path, "--block-size", str(bs), "--algo", algo]
     if index_root is not None:
         args += ["--index", "--root", index_root]
+    if index_only:
+        args.append("--index-only")
     result = await agent.call(args, timeout=3600)
-    return int(result["size"]), list(result["blocks"]), str(result.get("index", "none"))
+    stamp = tuple(int(x) for x in result.get("stamp", ()))
+    index = str(result.get("index", "none"))
+    return Hashes(int(result["size"]), list(result["blocks"] or []), index, stamp, result)
 
 
 async def run_sync(
@@ -608,16 +635,24 @@ class _SyncRun:
         undo = {f.label: f.undo_path for f in plan.undo_files()} if self.manifest else {}
         bitmap_labels = {d.target for d in plan.bitmap_disks} if plan.mode == "bitmap" else set()
         hashed = [p for p in plan.pairs if p.label not in bitmap_labels]
-        if plan.mode == "hash" and plan.new_checkpoint:
-            # Shut off (hash mode): every write from now on is in the new checkpoint's bitmap.
-            await checkpoints.create_offline(
-                self.src, plan.vm.name, plan.new_checkpoint, plan.bitmap_disks, plan.all_targets
-            )
-            self.created_checkpoint = True
+        # the clone's block indexes are looked up meanwhile (they never raise)
+        lookups = {p.label: asyncio.ensure_future(self._dest_index(p)) for p in hashed}
+        try:
+            if plan.mode == "hash" and plan.new_checkpoint:
+                # Shut off (hash mode): every write from now on is in the new checkpoint's bitmap
+                await checkpoints.create_offline(
+                    self.src, plan.vm.name, plan.new_checkpoint, plan.bitmap_disks, plan.all_targets
+                )
+                self.created_checkpoint = True
+        except BaseException:
+            for task in lookups.values():
+                task.cancel()
+            await asyncio.gather(*lookups.values(), return_exceptions=True)
+            raise
 
         async def hashed_one(pair: FilePair) -> FileSync:
             async with gate:
-                return await self._hash_sync(pair, undo.get(pair.label))
+                return await self._hash_sync(pair, undo.get(pair.label), await lookups[pair.label])
 
         if plan.mode != "bitmap":
             return list(await asyncio.gather(*(hashed_one(p) for p in hashed)))
@@ -626,21 +661,42 @@ class _SyncRun:
         )
         return bitmap_files + list(await asyncio.gather(*(hashed_one(p) for p in hashed)))
 
-    async def _hash_sync(self, pair: FilePair, undo_path: str | None) -> FileSync:
+    async def _dest_index(self, pair: FilePair) -> tuple[Hashes, int] | None:
+        """The clone file's block index if it still describes the file, with the source
+        file's size; None otherwise (then both hosts hash)."""
+        bs = self.plan.options.block_size
+        try:
+            algo = await shared_digest(self.src_agent, self.dst_agent)
+            root = posixpath.dirname(pair.dest_path)
+            theirs, found = await asyncio.gather(
+                _hashes(self.dst_agent, pair.dest_path, bs, algo, root, index_only=True),
+                self.src_agent.call(["stat", pair.source_path]),
+            )
+            size = int(found["paths"][pair.source_path]["size"])
+        except (AgentFailure, HostError, KeyError, TypeError, ValueError):
+            return None  # the two-phase way will say what is wrong
+        return (theirs, size) if theirs.index == "used" else None
+
+    async def _hash_sync(
+        self, pair: FilePair, undo_path: str | None, indexed: tuple[Hashes, int] | None
+    ) -> FileSync:
         bs = self.plan.options.block_size
         algo = await shared_digest(self.src_agent, self.dst_agent)
+        if indexed is not None:
+            return await self._one_pass_sync(pair, undo_path, *indexed, algo)
         root = posixpath.dirname(pair.dest_path)
-        (size, mine, _), (their_size, theirs, index) = await asyncio.gather(
+        src_hashes, dst_hashes = await asyncio.gather(
             _hashes(self.src_agent, pair.source_path, bs, algo),
             _hashes(self.dst_agent, pair.dest_path, bs, algo, root),
         )
+        size, mine = src_hashes.size, src_hashes.blocks
+        their_size, theirs = dst_hashes.size, dst_hashes.blocks
         ranges = _ranges(mine, theirs, size, their_size, bs)
         changed = sum(n for _, n in ranges)
         self.emit(
             "plan",
             f"{pair.label}: {len(ranges)} range(s), {format_bytes(changed)} of "
-            f"{format_bytes(size)} differ"
-            + ("; the clone's block index stood in for reading it" if index == "used" else ""),
+            f"{format_bytes(size)} differ",
         )
         sent = 0
         if ranges or size != their_size:
@@ -655,9 +711,44 @@ class _SyncRun:
                 inplace=True,
                 undo_path=undo_path,
                 index=algo,
+                dest_stamp=dst_hashes.stamp or None,
             )
             sent = (await self._copy(item)).bytes_written
         return FileSync(pair.label, len(mine), -(-changed // bs), changed, sent, size)
+
+    async def _one_pass_sync(
+        self, pair: FilePair, undo_path: str | None, theirs: Hashes, size: int, algo: str
+    ) -> FileSync:
+        """The clone's block index stands in for reading the clone: the source reads and
+        hashes its file once and sends each block that differs as soon as it is hashed."""
+        bs = self.plan.options.block_size
+        self.emit(
+            "plan",
+            f"{pair.label}: the clone's block index stands in for reading it; "
+            f"{self.plan.source_host} hashes its copy and sends what differs as it goes",
+        )
+        item = FileTransfer(
+            pair.label,
+            pair.source_path,
+            pair.dest_path,
+            posixpath.dirname(pair.dest_path),
+            size,
+            0,  # the sender announces how much it reads
+            inplace=True,
+            undo_path=undo_path,
+            index=algo,
+            against=json.dumps(theirs.answer),
+            dest_stamp=theirs.stamp or None,
+        )
+        done = await self._copy(item)
+        changed = done.bytes_written + done.zero_bytes
+        self.emit(
+            "plan",
+            f"{pair.label}: {format_bytes(changed)} of {format_bytes(size)} differed and moved",
+        )
+        return FileSync(
+            pair.label, -(-size // bs), -(-changed // bs), changed, done.bytes_written, size
+        )
 
     async def _bitmap_sync(
         self, pairs: list[FilePair], undo: dict[str, str], gate: asyncio.Semaphore

@@ -78,9 +78,13 @@ class FileTransfer:
     dest_nbd_export: str | None = None
     undo_path: str | None = None  # save what gets overwritten here first (sync --checkpoint)
     index: str | None = None  # keep the destination file's block index with this digest
+    against: str | None = None  # the destination's `hash` answer: send what differs from it
+    dest_stamp: tuple[int, ...] | None = None  # the destination must still be as compared
 
-    def ranges_json(self) -> bytes | None:
-        """What the sender reads on stdin when only some ranges move."""
+    def sender_input(self) -> bytes | None:
+        """What the sender reads on stdin: the ranges to move, or the digests to compare."""
+        if self.against is not None:
+            return self.against.encode()
         return None if self.ranges is None else json.dumps(self.ranges).encode()
 
 
@@ -117,6 +121,7 @@ class TransferResult:
     digest: str
     verified: bool
     seconds: float
+    zero_bytes: int = 0  # ranges made to read as zeros (holes punched, or left as holes)
 
 
 ProgressCallback = Callable[[DiskProgress], None]
@@ -133,7 +138,9 @@ def _send_args(item: FileTransfer, options: TransferOptions) -> list[str]:
         args.append("--no-hash")
     elif options.digest != "blake2b":
         args += ["--digest", options.digest]
-    if item.ranges is not None:
+    if item.against is not None:
+        args.append("--against-stdin")
+    elif item.ranges is not None:
         args.append("--ranges-stdin")
     if item.nbd_dirty is not None:
         args += ["--dirty", item.nbd_dirty]
@@ -156,6 +163,8 @@ def _receive_args(item: FileTransfer, options: TransferOptions) -> list[str]:
         args += ["--index", item.index, "--index-block-size", str(INDEX_BLOCK_SIZE)]
     if item.inplace and item.dest_nbd_socket is None:
         args.append("--inplace")
+        if item.dest_stamp is not None:
+            args += ["--expect-stamp", ",".join(map(str, item.dest_stamp))]
     elif item.keep_partial and item.dest_nbd_socket is None:
         args.append("--keep-partial")
     return args
@@ -206,7 +215,7 @@ def _direct_script(
 
 def _feed(proc: asyncssh.SSHClientProcess[bytes], item: FileTransfer) -> None:
     """Give the sender its ranges (and end its stdin)."""
-    data = item.ranges_json()
+    data = item.sender_input()
     if data is not None:
         proc.stdin.write(data)
     proc.stdin.write_eof()
@@ -413,4 +422,5 @@ async def copy_file(
         digest=result.digest,
         verified=options.verify,
         seconds=time.monotonic() - started,
+        zero_bytes=result.zero_bytes,
     )

@@ -81,9 +81,18 @@ def purge(runtime: LabHostRuntime, name: str) -> None:
 
 
 def leftovers(runtime: LabHostRuntime) -> list[str]:
-    """Files of unfinished kvm-clone jobs in a host's default pool."""
+    """Files of unfinished kvm-clone jobs in a host's default pool: every ``.kvmclone-`` file
+    but the block index of a file that exists (docs/sync.md)."""
     images = runtime.layout.host_path(runtime.host.name, IMAGES)
-    return sorted(p.name for p in images.iterdir() if p.name.startswith(".kvmclone-"))
+    names = {p.name for p in images.iterdir()}
+
+    def indexed(name: str) -> str | None:
+        inner = name.removeprefix(".kvmclone-index-").removesuffix(".json")
+        return inner if name.startswith(".kvmclone-index-") and name.endswith(".json") else None
+
+    return sorted(
+        n for n in names if n.startswith(".kvmclone-") and (indexed(n) or "") not in names
+    )
 
 
 def sha256(path: Path) -> str:

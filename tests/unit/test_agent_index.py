@@ -199,3 +199,18 @@ def test_index_refresh_refuses_an_index_of_another_state(src: Path, root: Path) 
     )
     assert rc == 0, err
     assert out["refreshed"] is False and not index_file(dest).exists()
+
+
+def test_inplace_receive_refuses_a_file_changed_since_it_was_compared(
+    src: Path, root: Path
+) -> None:
+    dest = root / "clone.img"
+    clone_with_index(src, dest)
+    stamp = index_hash(dest)["stamp"]
+    with dest.open("r+b") as f:  # someone writes the clone between compare and sync
+        f.write(b"late")
+    stream = send(PY, src, "--digest", "sha256")
+    args = ["--inplace", "--expect-stamp", ",".join(map(str, stamp))]
+    rc, out = receive(PY, dest, root, src.stat().st_size, stream, *args)
+    assert rc == 1 and out["kind"] == "changed" and "sync again" in out["error"]
+    assert dest.read_bytes()[:4] == b"late"  # nothing written

@@ -1,0 +1,108 @@
+"""``send --against-stdin``: one pass over the source that hashes each block and sends those
+whose digest differs from the destination's ``hash`` answer (what a hash-mode sync does when
+the clone's block index stands in for reading the clone)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.test_agent import AGENT, MiB, make_sparse, receive, run
+
+IBS = 64 << 10
+PY = sys.executable
+
+
+def their_hashes(path: Path) -> bytes:
+    rc, out, err = run(PY, "hash", str(path), "--block-size", str(IBS), "--algo", "sha256")
+    assert rc == 0, err
+    return json.dumps(out).encode()
+
+
+def send_against(src: Path, dest: Path) -> tuple[bytes, dict[str, Any]]:
+    proc = subprocess.run(
+        [PY, str(AGENT), "send", str(src), "--digest", "sha256", "--against-stdin"],
+        input=their_hashes(dest),
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, json.loads(proc.stderr.decode().splitlines()[-1])
+
+
+def sync_against(src: Path, dest: Path) -> dict[str, Any]:
+    stream, done = send_against(src, dest)
+    rc, out = receive(PY, dest, dest.parent, src.stat().st_size, stream, "--inplace")
+    assert rc == 0, out
+    assert out["bytes_written"] == done["bytes_sent"] and out["zero_bytes"] == done["zero_bytes"]
+    return done
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    src, dest = tmp_path / "src.img", tmp_path / "clone.img"
+    make_sparse(src)
+    shutil.copyfile(src, dest)
+    return src, dest
+
+
+def test_unchanged_sends_nothing(pair: tuple[Path, Path]) -> None:
+    src, dest = pair
+    done = sync_against(src, dest)
+    assert done["bytes_sent"] == 0 and done["zero_bytes"] == 0
+
+
+def test_only_changed_blocks_move_and_zeroed_blocks_become_zeros(pair: tuple[Path, Path]) -> None:
+    src, dest = pair
+    with src.open("r+b") as f:
+        f.seek(2 * MiB + 100)  # inside a data extent: one block
+        f.write(os.urandom(1000))
+        f.seek(4 * MiB)  # three whole blocks of data become zeros
+        f.write(bytes(3 * IBS))
+        f.seek(12 * MiB)  # in a hole of the clone: a new block
+        f.write(b"new")
+    done = sync_against(src, dest)
+    assert done["bytes_sent"] == 2 * IBS and done["zero_bytes"] == 3 * IBS
+    assert dest.read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("delta", [100_001, -100_001, -5 * MiB])
+def test_a_resized_source(pair: tuple[Path, Path], delta: int) -> None:
+    src, dest = pair
+    size = src.stat().st_size + delta
+    with src.open("r+b") as f:
+        f.truncate(size)
+        f.seek(size - 7)
+        f.write(b"the end")
+    sync_against(src, dest)
+    assert dest.stat().st_size == size and dest.read_bytes() == src.read_bytes()
+
+
+def test_data_where_the_source_has_a_hole_is_zeroed(pair: tuple[Path, Path]) -> None:
+    src, dest = pair
+    with dest.open("r+b") as f:  # the clone got data where the source has a hole
+        f.seek(7 * MiB)
+        f.write(os.urandom(IBS + 10))
+    done = sync_against(src, dest)
+    assert done["bytes_sent"] == 0 and done["zero_bytes"] == 2 * IBS
+    assert dest.read_bytes() == src.read_bytes()
+
+
+def test_a_bad_destination_answer_is_refused(pair: tuple[Path, Path]) -> None:
+    src, _ = pair
+    bad = json.dumps({"size": 10 * MiB, "block_size": IBS, "algo": "sha256", "blocks": [None]})
+    proc = subprocess.run(
+        [PY, str(AGENT), "send", str(src), "--against-stdin"],
+        input=bad.encode(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert json.loads(proc.stderr.decode().splitlines()[-1])["kind"] == "usage"
