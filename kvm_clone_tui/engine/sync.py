@@ -13,9 +13,9 @@ describes a clone file (block_index.py), the source reads and hashes its file on
 block whose digest differs from the index as it goes; otherwise both hosts hash fixed-size blocks
 of the file on their own CPU at the same time, the client compares the lists, and the source
 sends only the differing blocks. The destination writes them in place (blocks that became zero
-are punched out) and keeps the index up to date. Disk files are made byte-identical, so qcow2 images, backing layers and NVRAM files
-sync like raw ones. The clone's definition follows the source's (memory, vCPUs, devices) but keeps
-its own name, UUID, MAC addresses and disk paths.
+are punched out) and keeps the index up to date. Disk files are made byte-identical, so qcow2
+images, backing layers and NVRAM files sync like raw ones. The clone's definition follows the
+source's (memory, vCPUs, devices) but keeps its own name, UUID, MAC addresses and disk paths.
 
 While a sync writes, the clone's ``kvmclone:clone`` metadata says ``sync-state="in-progress"``:
 an interrupted sync never passes for a finished one, and the next sync (hash mode compares
