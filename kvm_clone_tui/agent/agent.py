@@ -566,6 +566,62 @@ def read_theirs(data: bytes) -> tuple[int, int, str, list[str | None]]:
     return size, bs, algo, blocks
 
 
+def _lease_broken(signum: int, _frame: object) -> NoReturn:
+    raise AgentError(
+        "changed",
+        "something opened the source file for writing or truncated it while it was read (did "
+        "the VM start?); it waits until this send has stopped: sync again once the VM is off",
+    )
+
+
+class LeasedSource:
+    """How ``send --against-stdin`` reads the source: mapped into memory under a read lease
+    when the kernel grants one (no copies; nobody can open the file for writing or truncate it
+    meanwhile: such an open waits while this send stops with an error, so a mapped page never
+    vanishes), else with pread into one buffer per chunk in flight."""
+
+    def __init__(self, fd: int, size: int, chunk: int, slots: int) -> None:
+        self.fd = fd
+        self.mapped: memoryview | None = None
+        self.bufs: list[memoryview] = []
+        if size and self._lease():
+            import mmap
+
+            self.mapped = memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
+        else:
+            self.bufs = [memoryview(bytearray(chunk)) for _ in range(slots)]
+
+    def _lease(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        previous = signal.signal(signal.SIGIO, _lease_broken)
+        try:
+            fcntl.fcntl(self.fd, getattr(fcntl, "F_SETLEASE", 1024), fcntl.F_RDLCK)
+        except OSError as exc:
+            signal.signal(signal.SIGIO, previous)
+            if exc.errno == errno.EAGAIN:
+                msg = "the source file is open for writing (does the VM run?): shut it off first"
+                raise AgentError("busy", msg) from None
+            return False  # a filesystem without leases (NFS): read with pread
+        return True
+
+    def read(self, k: int, start: int, end: int) -> memoryview:
+        """Chunk ``k`` (``start``..``end``), read now (worker threads)."""
+        if self.mapped is not None:
+            return self.mapped[start:end]
+        mv = self.bufs[k % len(self.bufs)][: end - start]
+        pread_exact(self.fd, mv, start)
+        return mv
+
+    def view(self, k: int, start: int, end: int) -> memoryview:
+        """Chunk ``k`` as ``read`` left it."""
+        if self.mapped is not None:
+            return self.mapped[start:end]
+        return self.bufs[k % len(self.bufs)][: end - start]
+
+
 def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
     """``send --against-stdin``: read the file once, hash every block as ``hash`` does, and send
     at once each block whose digest differs from the destination's (stdin: its ``hash``
@@ -587,8 +643,8 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
             groups[-1].append(i)
         else:
             groups.append([i])
-    ahead = 8  # chunks read and hashed ahead of the writer; each has a buffer of its own
-    bufs = [memoryview(bytearray(per * bs)) for _ in range(ahead + 1)]
+    ahead = 8  # chunks read and hashed ahead of the writer
+    source = LeasedSource(fd, size, per * bs, ahead + 1)
     zero = bytes(bs)
 
     def differ(i: int, mine: str | None) -> bool:
@@ -600,8 +656,7 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
         """Read chunk ``k``; per block: True (send its data), None (send zeros), False."""
         group = groups[k]
         start, end = group[0] * bs, min(size, (group[-1] + 1) * bs)
-        mv = bufs[k % len(bufs)][: end - start]
-        pread_exact(fd, mv, start)
+        mv = source.read(k, start, end)
         out: list[bool | None] = []
         for j, i in enumerate(group):
             mine = digest_or_none(algo, mv[j * bs : min((j + 1) * bs, end - start)], zero)
@@ -622,7 +677,7 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
         for k, group in enumerate(groups):
             verdicts = pending.popleft().result()
             start, end = group[0] * bs, min(size, (group[-1] + 1) * bs)
-            mv = bufs[k % len(bufs)][: end - start]
+            mv = source.view(k, start, end)
             j = 0
             while j < len(group):
                 if verdicts[j] is None:  # zeros here, data there

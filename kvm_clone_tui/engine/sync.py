@@ -637,6 +637,11 @@ class _SyncRun:
         hashed = [p for p in plan.pairs if p.label not in bitmap_labels]
         # the clone's block indexes are looked up meanwhile (they never raise)
         lookups = {p.label: asyncio.ensure_future(self._dest_index(p)) for p in hashed}
+
+        async def hashed_one(pair: FilePair) -> FileSync:
+            async with gate:
+                return await self._hash_sync(pair, undo.get(pair.label), await lookups[pair.label])
+
         try:
             if plan.mode == "hash" and plan.new_checkpoint:
                 # Shut off (hash mode): every write from now on is in the new checkpoint's bitmap
@@ -644,22 +649,16 @@ class _SyncRun:
                     self.src, plan.vm.name, plan.new_checkpoint, plan.bitmap_disks, plan.all_targets
                 )
                 self.created_checkpoint = True
-        except BaseException:
+            bitmap_files = []
+            if plan.mode == "bitmap":
+                bitmap_files = await self._bitmap_sync(
+                    [p for p in plan.pairs if p.label in bitmap_labels], undo, gate
+                )
+            return bitmap_files + list(await asyncio.gather(*(hashed_one(p) for p in hashed)))
+        finally:
             for task in lookups.values():
                 task.cancel()
             await asyncio.gather(*lookups.values(), return_exceptions=True)
-            raise
-
-        async def hashed_one(pair: FilePair) -> FileSync:
-            async with gate:
-                return await self._hash_sync(pair, undo.get(pair.label), await lookups[pair.label])
-
-        if plan.mode != "bitmap":
-            return list(await asyncio.gather(*(hashed_one(p) for p in hashed)))
-        bitmap_files = await self._bitmap_sync(
-            [p for p in plan.pairs if p.label in bitmap_labels], undo, gate
-        )
-        return bitmap_files + list(await asyncio.gather(*(hashed_one(p) for p in hashed)))
 
     async def _dest_index(self, pair: FilePair) -> tuple[Hashes, int] | None:
         """The clone file's block index if it still describes the file, with the source

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,40 @@ def test_a_bad_destination_answer_is_refused(pair: tuple[Path, Path]) -> None:
     )
     assert proc.returncode == 1 and proc.stdout == b""
     assert json.loads(proc.stderr.decode().splitlines()[-1])["kind"] == "usage"
+
+
+def test_the_source_cannot_be_opened_for_writing_while_it_is_read(
+    pair: tuple[Path, Path],
+) -> None:
+    """Under the read lease a writer's open (a VM starting) waits until the send has stopped,
+    and the send stops with a clear error instead of reading a file that changes."""
+    src, _ = pair
+    proc = subprocess.Popen(
+        [PY, str(AGENT), "send", str(src), "--against-stdin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # never read: the sender blocks once the pipe is full
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(
+        json.dumps({"size": 0, "block_size": IBS, "algo": "sha256", "blocks": []}).encode()
+    )
+    proc.stdin.close()
+    time.sleep(1.0)  # it has taken the lease and filled the pipe
+    with src.open("r+b"):  # blocks until the agent let go of the file
+        assert proc.wait(timeout=30) == 1
+    error = json.loads(proc.stderr.read().decode().splitlines()[-1])
+    assert error["kind"] == "changed" and "opened the source file for writing" in error["error"]
+
+
+def test_a_source_open_for_writing_is_refused(pair: tuple[Path, Path]) -> None:
+    src, dest = pair
+    with src.open("r+b"):  # as a running VM's QEMU holds it
+        proc = subprocess.run(
+            [PY, str(AGENT), "send", str(src), "--against-stdin"],
+            input=their_hashes(dest),
+            capture_output=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert json.loads(proc.stderr.decode().splitlines()[-1])["kind"] == "busy"
