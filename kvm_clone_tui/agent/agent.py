@@ -403,6 +403,49 @@ def save_index(
             os.unlink(tmp, dir_fd=dfd)
         drop_index(dfd, name)
         return False
+    sweep_orphans(dfd)
+    return True
+
+
+def sweep_orphans(dfd: int) -> None:
+    """Remove the indexes of files that are gone (a clone deleted with virsh or by hand) and
+    temporary indexes of agents that died while writing one."""
+    try:
+        names = os.listdir(dfd)
+    except OSError:
+        return
+    for entry in names:
+        if not entry.startswith(INDEX_PREFIX):
+            continue
+        inner, _, pid = entry[len(INDEX_PREFIX) :].rpartition(".json.tmp-")
+        if inner and pid.isdigit():
+            orphan = not _alive(int(pid))
+        elif entry.endswith(".json"):
+            orphan = not _exists(entry[len(INDEX_PREFIX) : -len(".json")], dfd)
+        else:
+            orphan = False
+        if orphan:
+            with contextlib.suppress(OSError):
+                os.unlink(entry, dir_fd=dfd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def _exists(name: str, dfd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: keep its index
     return True
 
 

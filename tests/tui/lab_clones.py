@@ -41,7 +41,8 @@ def remove_clone(runtime: LabHostRuntime, name: str, job_ids: tuple[str, ...] = 
     runtime.virsh("destroy", "--domain", name, check=False)
     runtime.virsh("undefine", "--domain", name, "--nvram", "--checkpoints-metadata", check=False)
     for path in images(runtime).iterdir():
-        if path.name.startswith(f"{name}-") or any(f"-{j}-" in path.name for j in job_ids):
+        mine = path.name.startswith((f"{name}-", f".kvmclone-index-{name}-"))
+        if mine or any(f"-{j}-" in path.name for j in job_ids):
             path.unlink(missing_ok=True)
 
 

@@ -214,3 +214,15 @@ def test_inplace_receive_refuses_a_file_changed_since_it_was_compared(
     rc, out = receive(PY, dest, root, src.stat().st_size, stream, *args)
     assert rc == 1 and out["kind"] == "changed" and "sync again" in out["error"]
     assert dest.read_bytes()[:4] == b"late"  # nothing written
+
+
+def test_indexes_of_deleted_files_and_dead_writers_are_swept(src: Path, root: Path) -> None:
+    gone = root / ".kvmclone-index-deleted-with-virsh.img.json"
+    gone.write_text("{}")
+    dead = root / ".kvmclone-index-x.img.json.tmp-999999999"
+    dead.write_text("{}")
+    other = root / "not-ours.json"
+    other.write_text("{}")
+    clone_with_index(src, root / "clone.img")  # saving an index sweeps the directory
+    assert not gone.exists() and not dead.exists()
+    assert other.exists() and index_file(root / "clone.img").exists()
