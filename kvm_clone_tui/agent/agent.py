@@ -664,6 +664,16 @@ class LeasedSource:
             return self.mapped[start:end]
         return self.bufs[k % len(self.bufs)][: end - start]
 
+    def done(self) -> None:
+        """Everything is read and sent: let writers in again (the mapping is not touched
+        any more), so that a VM started now does not fail a finished send."""
+        if self.mapped is not None:
+            import fcntl
+
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self.fd, getattr(fcntl, "F_SETLEASE", 1024), fcntl.F_UNLCK)
+
 
 def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
     """``send --against-stdin``: read the file once, hash every block as ``hash`` does, and send
@@ -754,6 +764,7 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
     digest = hasher.hexdigest() if hasher is not None else ""
     end_ = json_bytes(dict(bytes_read=scanned, bytes_sent=sent, zero_bytes=zeros, digest=digest))
     write_all(small, END_STRUCT.pack(FRAME_END, len(end_)), end_)
+    source.done()
     done = {"done": True, "bytes_sent": sent, "zero_bytes": zeros, "digest": digest}
     emit(dict(done, bytes_compared=scanned), err=True)
     return 0
