@@ -549,7 +549,7 @@ def cmd_index_refresh(args: argparse.Namespace) -> int:
             if inside and hi - lo == min(bs, was[2] - lo):  # as long as when it was hashed
                 kept.add(b)
         extents, _ = data_extents(fd, size)
-        with_data = {b for off, ln in extents for b in range(off // bs, (off + ln - 1) // bs + 1)}
+        with_data = blocks_with_data(extents, bs)
         for b in range(n):
             if b not in with_data:
                 digests[b] = None
@@ -685,17 +685,12 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     n = -(-size // bs)
     extents, _ = data_extents(fd, size)
-    todo = {i for off, ln in extents for i in range(off // bs, (off + ln - 1) // bs + 1)}
+    todo = blocks_with_data(extents, bs)
     todo.update(i for i, d in enumerate(theirs[:n]) if d is not None)
     if their_size % bs and their_size < size:  # their last, short block: compared as missing
         todo.add(their_size // bs)
     per = max(1, HASH_READ // bs)
-    groups: list[list[int]] = []
-    for i in sorted(todo):
-        if groups and groups[-1][-1] == i - 1 and len(groups[-1]) < per:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
+    groups = read_groups(sorted(todo), per)
     ahead = 8  # chunks read and hashed ahead of the writer
     source = LeasedSource(fd, size, per * bs, ahead + 1)
     zero = bytes(bs)
@@ -1634,18 +1629,29 @@ def cmd_hash(args: argparse.Namespace) -> int:
     return 0
 
 
-def hash_blocks(fd: int, size: int, bs: int, algo: str) -> tuple[list[str | None], bool]:
-    """Every block's digest (None: reads as zeros), and whether SEEK_DATA found the holes."""
-    zero, local = bytes(bs), threading.local()
-    extents, seek = data_extents(fd, size)
-    todo = sorted({i for off, n in extents for i in range(off // bs, (off + n - 1) // bs + 1)})
-    per = max(1, HASH_READ // bs)  # blocks per read: fewer, bigger preads
+def blocks_with_data(extents: list[tuple[int, int]], bs: int) -> set[int]:
+    """Indexes of the ``bs``-sized blocks that the data extents touch."""
+    return {i for off, n in extents for i in range(off // bs, (off + n - 1) // bs + 1)}
+
+
+def read_groups(indexes: list[int], per: int) -> list[list[int]]:
+    """Sorted block indexes cut into runs of consecutive ones, at most ``per`` long: one read
+    each."""
     groups: list[list[int]] = []
-    for i in todo:
+    for i in indexes:
         if groups and groups[-1][-1] == i - 1 and len(groups[-1]) < per:
             groups[-1].append(i)
         else:
             groups.append([i])
+    return groups
+
+
+def hash_blocks(fd: int, size: int, bs: int, algo: str) -> tuple[list[str | None], bool]:
+    """Every block's digest (None: reads as zeros), and whether SEEK_DATA found the holes."""
+    zero, local = bytes(bs), threading.local()
+    extents, seek = data_extents(fd, size)
+    per = max(1, HASH_READ // bs)  # blocks per read: fewer, bigger preads
+    groups = read_groups(sorted(blocks_with_data(extents, bs)), per)
 
     def one(group: list[int]) -> list[str | None]:
         if getattr(local, "buf", None) is None:

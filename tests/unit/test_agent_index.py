@@ -26,10 +26,15 @@ IBS = 64 << 10
 PY = sys.executable
 
 
-def plain_hash(path: Path) -> list[Any]:
+def hash_answer(path: Path) -> dict[str, Any]:
+    """The agent's ``hash`` of ``path`` (64 KiB blocks, sha256), never from an index."""
     rc, out, err = run(PY, "hash", str(path), "--block-size", str(IBS), "--algo", "sha256")
     assert rc == 0, err
-    return list(out["blocks"])
+    return out
+
+
+def plain_hash(path: Path) -> list[Any]:
+    return list(hash_answer(path)["blocks"])
 
 
 def index_hash(path: Path) -> dict[str, Any]:

@@ -8,23 +8,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.test_agent import AGENT, MiB, make_sparse, receive, run
-
-IBS = 64 << 10
-PY = sys.executable
+from tests.unit.test_agent import AGENT, MiB, make_sparse, receive
+from tests.unit.test_agent_index import IBS, PY, hash_answer
 
 
 def their_hashes(path: Path) -> bytes:
-    rc, out, err = run(PY, "hash", str(path), "--block-size", str(IBS), "--algo", "sha256")
-    assert rc == 0, err
-    return json.dumps(out).encode()
+    return json.dumps(hash_answer(path)).encode()
 
 
 def send_against(src: Path, dest: Path) -> tuple[bytes, dict[str, Any]]:
