@@ -293,8 +293,7 @@ class StreamHash:
             self.last.result()
 
     def hexdigest(self) -> str:
-        if self.last is not None:
-            self.last.result()  # raises what went wrong on the worker
+        self.drain()  # raises what went wrong on the worker
         self.pool.shutdown(wait=True)
         return str(self.h.hexdigest())
 
@@ -1615,8 +1614,9 @@ def cmd_hash(args: argparse.Namespace) -> int:
             return 0
         digests, seek = hash_blocks(fd, size, args.block_size, args.algo)
         kept = "none"
-        unchanged = dfd >= 0 and file_stamp(os.fstat(fd)) == before  # nothing wrote it meanwhile
-        if unchanged and save_index(dfd, name, os.fstat(fd), args.block_size, args.algo, digests):
+        after = os.fstat(fd)
+        unchanged = dfd >= 0 and file_stamp(after) == before  # nothing wrote it meanwhile
+        if unchanged and save_index(dfd, name, after, args.block_size, args.algo, digests):
             kept = "saved"
     except OSError as exc:
         raise os_error(exc, args.path) from None
