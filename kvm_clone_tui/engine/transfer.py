@@ -355,7 +355,11 @@ async def _run_relay(
         pump_task = asyncio.ensure_future(pump())
         stdout = await receiver.stdout.read()
         await receiver.wait()
-        # If the receiver stopped first, the pump fails: the receiver's own result says why.
+        if receiver.exit_status != 0:
+            # The receiver stopped first and its own result says why. The sender may still be
+            # running, or have exited with output the pump no longer reads and that holds its
+            # stderr's end back: stop it rather than wait for either.
+            sender.close()
         with contextlib.suppress(BrokenPipeError, ConnectionError, asyncssh.Error):
             await pump_task
         await stderr_task
