@@ -55,7 +55,10 @@ def _own_version() -> str:
     src = globals().get("__agent_source__")  # set by the client's bootstrap
     if not isinstance(src, bytes):
         try:
-            with open(__file__, "rb") as f:
+            path = __file__
+            if path.endswith(".pyc"):  # agent-<version>.<tag>.pyc: its source lies beside it
+                path = path.rsplit(".", 2)[0] + ".py"
+            with open(path, "rb") as f:
                 src = f.read()
         except (NameError, OSError):
             return "unknown"
@@ -269,18 +272,21 @@ def sha_in_hardware() -> bool:
 class StreamHash:
     """The stream digest, computed on a worker thread so that hashing overlaps the I/O.
 
-    A submitted payload must stay untouched until the next ``submit`` or ``hexdigest``.
+    A submitted payload must stay untouched until the next ``submit`` or ``hexdigest``; with
+    ``lasting`` (payloads that nobody overwrites, e.g. a mapped file), until ``hexdigest``, and
+    ``submit`` never waits: the worker hashes while the caller goes on.
     """
 
-    def __init__(self, algo: str = "blake2b") -> None:
+    def __init__(self, algo: str = "blake2b", lasting: bool = False) -> None:
         self.h = new_hash(algo)
         self.pool = ThreadPoolExecutor(1)  # one worker: updates run in submission order
         self.last: Future[None] | None = None
+        self.lasting = lasting
 
     def submit(self, head: bytes, payload: memoryview, then: Any = None) -> None:
         """Hash ``head`` and ``payload``; ``then()`` runs on the same worker afterwards (while
         the payload is still untouched)."""
-        if self.last is not None:
+        if self.last is not None and not self.lasting:
             self.last.result()  # the previous payload's buffer is free again
         self.pool.submit(self.h.update, head)
         self.last = self.pool.submit(self.h.update, payload)
@@ -717,7 +723,8 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
     os.set_blocking(1, True)
     enlarge_pipe(1)
     small = bytearray(HEADER_STRUCT.pack(FRAME_HEADER, MAGIC, len(header)) + header)
-    hasher = StreamHash(args.digest) if not args.no_hash else None
+    mapped = source.mapped is not None  # no buffer is reused: hashing never holds us up
+    hasher = StreamHash(args.digest, lasting=mapped) if not args.no_hash else None
     progress, scanned, sent, zeros, t0 = Progress(total), 0, 0, 0, time.monotonic()
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
         pending = collections.deque(pool.submit(work, k) for k in range(min(ahead, len(groups))))
@@ -747,7 +754,7 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
             if len(small) >= 1 << 16:
                 write_all(small)
                 small = bytearray()
-            if hasher is not None:
+            if hasher is not None and not mapped:
                 hasher.drain()  # this chunk's buffer is read again for chunk k + ahead + 1
             if k + ahead < len(groups):
                 pending.append(pool.submit(work, k + ahead))

@@ -17,6 +17,7 @@ blocks instead of the file. Decision 17 in docs/decisions.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -75,11 +76,11 @@ async def around_metadata_change(
     file's index for what it became; an index that did not describe the file before is
     dropped instead."""
     agent = RemoteAgent(host)
-    st = (await agent.call(["stat", path]))["paths"][path]
+    stat, before = await asyncio.gather(agent.call(["stat", path]), qcow2_data_ranges(host, path))
+    st = stat["paths"][path]
     if "error" in st:
         return await change()
     was = ",".join(str(st[k]) for k in ("dev", "ino", "size", "mtime_ns", "ctime_ns"))
-    before = await qcow2_data_ranges(host, path)
     result = await change()
     kept = intersect(before, await qcow2_data_ranges(host, path))
     args = ["index-refresh", path, "--root", root, "--was", was]

@@ -29,6 +29,7 @@ from kvm_clone_tui.engine import block_index
 from kvm_clone_tui.engine.errors import HostError, LibvirtError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.models import VM, DiskDevice
+from kvm_clone_tui.engine.validation import shell_quote_argv
 
 CHECKPOINT_PREFIX = "kvmclone-"
 
@@ -219,9 +220,11 @@ async def strip_bitmaps(host: Host, path: str, root: str) -> list[str]:
     keeping its block index (``root``: the directory it lies in) up to date."""
     found = [b for b in await image_bitmaps(host, path) if b.startswith(CHECKPOINT_PREFIX)]
 
-    async def remove() -> list[str]:
-        for bitmap in found:
-            await host.run(["qemu-img", "bitmap", "--remove", path, bitmap], timeout=120)
+    async def remove() -> list[str]:  # one round trip for them all
+        script = " && ".join(
+            shell_quote_argv(["qemu-img", "bitmap", "--remove", path, bitmap]) for bitmap in found
+        )
+        await host.run(["sh", "-c", script], timeout=120)
         return found
 
     return await block_index.around_metadata_change(host, path, root, remove) if found else []

@@ -2,7 +2,9 @@
 
 The agent is installed once per version into ``~/.cache/kvm-clone/agent-<version>.py`` on the
 host (content-addressed, written atomically, checked against its hash), so that pipelines on a
-host (``send | ssh other receive``) can name it as a file. Only ``python3`` is needed there.
+host (``send | ssh other receive``) can name it as a file, and compiled once next to it
+(``agent-<version>.<cache tag>.pyc``), so that no run pays for compiling 2,000 lines again
+(about 35 ms of every agent call). Only ``python3`` is needed there.
 """
 
 from __future__ import annotations
@@ -33,7 +35,27 @@ with open(tmp, "wb") as f:
     f.flush()
     os.fsync(f.fileno())
 os.replace(tmp, path)
-print(path)
+"""
+
+# Appended to both: compile the checked agent once (bytecode for this python, named after the
+# agent's version), so that every later run skips compiling its source; prints what to run.
+_COMPILED = """
+run = path
+tag = getattr(sys.implementation, "cache_tag", None)
+if path and tag:
+    pyc = "%s.%s.pyc" % (path[:-3], tag)
+    if not os.path.exists(pyc):
+        import py_compile
+        tmp = "%s.%d.tmp" % (pyc, os.getpid())
+        try:
+            mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+            py_compile.compile(path, cfile=tmp, doraise=True, invalidation_mode=mode)
+            os.replace(tmp, pyc)
+        except (OSError, py_compile.PyCompileError):
+            pass  # no room or a read-only home: run the source as it is
+    if os.path.exists(pyc):
+        run = pyc
+print(run)
 """
 
 _CHECK = """\
@@ -44,7 +66,7 @@ try:
         ok = hashlib.sha256(f.read()).hexdigest()[:16] == sys.argv[1]
 except OSError:
     ok = False
-print(path if ok else "")
+path = path if ok else ""
 """
 
 
@@ -80,7 +102,7 @@ class RemoteAgent:
             )
         self.python = found_python.stdout.strip()
         try:
-            found = await self.host.run([self.python, "-c", _CHECK, AGENT_VERSION])
+            found = await self.host.run([self.python, "-c", _CHECK + _COMPILED, AGENT_VERSION])
         except RemoteCommandError as exc:
             raise HostError(
                 self.host.name,
@@ -90,7 +112,7 @@ class RemoteAgent:
         path = found.stdout.strip()
         if not path:
             done = await self.host.run(
-                [self.python, "-c", _INSTALL, AGENT_VERSION, str(len(AGENT_SOURCE))],
+                [self.python, "-c", _INSTALL + _COMPILED, AGENT_VERSION, str(len(AGENT_SOURCE))],
                 input=AGENT_SOURCE.decode(),
             )
             path = done.stdout.strip()

@@ -1,4 +1,5 @@
-"""One file copy on the lab, at the transfer layer: what happens when the receiver stops first."""
+"""The transfer layer on the lab: the agent on the hosts, and one file copy whose receiver
+stops first."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.agent import AGENT_VERSION
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.config import Config
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
@@ -87,3 +89,23 @@ async def test_a_receiver_that_stops_first_fails_the_relay_copy_at_once(
         assert not senders_of(lab, big_source)
     finally:
         local_taken.unlink(missing_ok=True)
+
+
+async def test_the_agent_is_installed_checked_and_run_compiled(lab_config: Config) -> None:
+    """A host without this version's agent gets it installed and compiled once; a later
+    connection finds both and runs the compiled agent; a damaged source is installed anew."""
+    async with KVMCloneClient(lab_config) as client:
+        alpha = await client.host("alpha")
+        mine = f"~/.cache/kvm-clone/agent-{AGENT_VERSION}"
+        await alpha.run(["sh", "-c", f"rm -f {mine}.py {mine}.*.pyc"])
+        installed = await RemoteAgent(alpha).ensure()
+        assert installed.endswith(".pyc") and f"agent-{AGENT_VERSION}." in installed
+        source = installed.rsplit(".", 2)[0] + ".py"
+        await alpha.run(["sh", "-c", 'printf "# damaged\\n" >> "$1"', "sh", source])
+    async with KVMCloneClient(lab_config) as client:  # a new connection checks again
+        alpha = await client.host("alpha")
+        agent = RemoteAgent(alpha)
+        assert await agent.ensure() == installed
+        assert (await agent.probe())["agent_version"] == AGENT_VERSION
+        listed = await alpha.run(["sha256sum", source])
+        assert listed.stdout.split()[0].startswith(AGENT_VERSION)  # the damage was repaired
