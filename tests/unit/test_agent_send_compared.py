@@ -4,6 +4,8 @@ the clone's block index stands in for reading the clone)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -139,3 +141,23 @@ def test_a_source_open_for_writing_is_refused(pair: tuple[Path, Path]) -> None:
         )
     assert proc.returncode == 1 and proc.stdout == b""
     assert json.loads(proc.stderr.decode().splitlines()[-1])["kind"] == "busy"
+
+
+@pytest.mark.parametrize("lasting", [False, True])
+def test_stream_hash_keeps_submission_order_across_inline_and_worker_payloads(
+    lasting: bool,
+) -> None:
+    """Small payloads are hashed at once, big ones on the worker thread: the digest is still
+    that of everything in submission order, and each ``then`` runs after its own payload."""
+    from kvm_clone_tui.agent import agent as agent_mod
+
+    small = agent_mod.INLINE_HASH
+    sizes = [4096, 2 * MiB, 65536, 1 * MiB, 100, small, small - 1, 3 * MiB, 1]
+    payloads = [os.urandom(n) for n in sizes]
+    ran: list[int] = []
+    stream = agent_mod.StreamHash("sha256", lasting=lasting)
+    for k, payload in enumerate(payloads):
+        stream.submit(b"h%d" % k, memoryview(payload), functools.partial(ran.append, k))
+    whole = b"".join(b"h%d" % k + p for k, p in enumerate(payloads))
+    assert stream.hexdigest() == hashlib.sha256(whole).hexdigest()
+    assert ran == list(range(len(payloads)))
