@@ -705,8 +705,10 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
         todo.add(their_size // bs)
     per = max(1, HASH_READ // bs)
     groups = read_groups(sorted(todo), per)
-    ahead = 8  # chunks read and hashed ahead of the writer
+    ahead = 8  # chunks read and hashed ahead of the writer (each needs its buffer)
     source = LeasedSource(fd, size, per * bs, ahead + 1)
+    if source.mapped is not None:  # no buffers: hash on while the stream cannot take more
+        ahead = 64  # (the route's SSH login at the start; a slow receiver)
     zero = bytes(bs)
 
     def differ(i: int, mine: str | None) -> bool:
