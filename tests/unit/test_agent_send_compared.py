@@ -143,6 +143,35 @@ def test_a_source_open_for_writing_is_refused(pair: tuple[Path, Path]) -> None:
     assert json.loads(proc.stderr.decode().splitlines()[-1])["kind"] == "busy"
 
 
+def resident(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (util-linux ``fincore``)."""
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[0])
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs fincore (util-linux)")
+def test_the_source_pages_it_read_are_given_back(tmp_path: Path) -> None:
+    """A sync reads its source whole, once: what it read does not stay in the page cache."""
+    src, dest = tmp_path / "src.img", tmp_path / "clone.img"
+    with src.open("wb") as f:
+        f.write(os.urandom(24 * MiB + 777))  # more than one release window, an odd end
+    shutil.copyfile(src, dest)
+    with src.open("r+b") as f:
+        f.seek(20 * MiB)
+        f.write(b"changed")
+        os.fsync(f.fileno())  # on disk, as a shut-off VM's are: clean pages can be given back
+    src.read_bytes()  # all of it cached
+    assert resident(src) >= 24 * MiB
+    done = sync_against(src, dest)
+    assert resident(src) <= 4 * MiB  # (a page batch a CPU still holds may stay)
+    assert done["bytes_sent"] == IBS and dest.read_bytes() == src.read_bytes()
+
+
 @pytest.mark.parametrize("lasting", [False, True])
 def test_stream_hash_keeps_submission_order_across_inline_and_worker_payloads(
     lasting: bool,
