@@ -412,6 +412,35 @@ class Hashes:
     answer: dict[str, Any]  # as the agent gave it (``send --against-stdin`` takes it)
 
 
+def _in_place(
+    pair: FilePair,
+    size: int,
+    allocated: int,
+    undo_path: str | None,
+    algo: str,
+    compared: Hashes,
+    *,
+    ranges: tuple[tuple[int, int], ...] | None = None,
+    against: str | None = None,
+) -> FileTransfer:
+    """The copy that brings ``pair``'s clone file up to date where it lies, keeping its block
+    index (``algo``); the receiver refuses it if the clone changed since ``compared``."""
+    return FileTransfer(
+        pair.label,
+        pair.source_path,
+        pair.dest_path,
+        posixpath.dirname(pair.dest_path),
+        size,
+        allocated,
+        ranges=ranges,
+        inplace=True,
+        undo_path=undo_path,
+        index=algo,
+        against=against,
+        dest_stamp=compared.stamp or None,
+    )
+
+
 async def _hashes(
     agent: RemoteAgent,
     path: str,
@@ -699,19 +728,7 @@ class _SyncRun:
         )
         sent = 0
         if ranges or size != their_size:
-            item = FileTransfer(
-                pair.label,
-                pair.source_path,
-                pair.dest_path,
-                posixpath.dirname(pair.dest_path),
-                size,
-                changed,
-                ranges=tuple(ranges),
-                inplace=True,
-                undo_path=undo_path,
-                index=algo,
-                dest_stamp=dst_hashes.stamp or None,
-            )
+            item = _in_place(pair, size, changed, undo_path, algo, dst_hashes, ranges=tuple(ranges))
             sent = (await self._copy(item)).bytes_written
         return FileSync(pair.label, len(mine), -(-changed // bs), changed, sent, size)
 
@@ -726,19 +743,8 @@ class _SyncRun:
             f"{pair.label}: the clone's block index stands in for reading it; "
             f"{self.plan.source_host} hashes its copy and sends what differs as it goes",
         )
-        item = FileTransfer(
-            pair.label,
-            pair.source_path,
-            pair.dest_path,
-            posixpath.dirname(pair.dest_path),
-            size,
-            0,  # the sender announces how much it reads
-            inplace=True,
-            undo_path=undo_path,
-            index=algo,
-            against=json.dumps(theirs.answer),
-            dest_stamp=theirs.stamp or None,
-        )
+        # allocated 0: the sender announces how much it reads
+        item = _in_place(pair, size, 0, undo_path, algo, theirs, against=json.dumps(theirs.answer))
         done = await self._copy(item)
         changed = done.bytes_written + done.zero_bytes
         self.emit(
