@@ -725,8 +725,9 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
     groups = read_groups(sorted(todo), per)
     ahead = 8  # chunks read and hashed ahead of the writer (each needs its buffer)
     source = LeasedSource(fd, size, per * bs, ahead + 1)
-    if source.mapped is not None:  # no buffers: hash on while the stream cannot take more
-        ahead = 64  # (the route's SSH login at the start; a slow receiver)
+    mapped = source.mapped is not None  # no buffer is reused: hashing never holds us up
+    if mapped:  # hash on while the stream cannot take more (the route's login, a slow receiver)
+        ahead = 64
     zero = bytes(bs)
 
     def differ(i: int, mine: str | None) -> bool:
@@ -752,7 +753,6 @@ def send_compared(fd: int, size: int, args: argparse.Namespace) -> int:
     os.set_blocking(1, True)
     enlarge_pipe(1)
     small = bytearray(HEADER_STRUCT.pack(FRAME_HEADER, MAGIC, len(header)) + header)
-    mapped = source.mapped is not None  # no buffer is reused: hashing never holds us up
     hasher = StreamHash(args.digest, lasting=mapped) if not args.no_hash else None
     progress, scanned, sent, zeros, t0 = Progress(total), 0, 0, 0, time.monotonic()
     released = 0  # pages before this offset are given back (LeasedSource.release)
