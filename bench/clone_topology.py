@@ -281,6 +281,8 @@ def start_host_sshd(lab: Lab, name: str) -> None:
         f"--mount=/proc/{pid}/ns/mnt",
         f"--uts=/proc/{pid}/ns/uts",
         f"--net=/run/netns/{HOST_NS[name]}",
+        f"--root=/proc/{pid}/root",
+        f"--wd=/proc/{pid}/cwd",
         "/usr/sbin/sshd",
         "-f",
         str(host_dir / "sshd_config"),

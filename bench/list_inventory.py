@@ -61,6 +61,7 @@ from kvm_clone_tui.engine.inventory import InventoryEvent, InventoryTracker
 from kvm_clone_tui.engine.models import VMState
 from kvm_clone_tui.lab.layout import LabLayout, default_cache_dir
 from kvm_clone_tui.lab.manager import Lab
+from kvm_clone_tui.lab.processes import nsenter_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 KVM_CLONE = ROOT / ".venv" / "bin" / "kvm-clone"
@@ -217,15 +218,9 @@ class HostDriver:
 
     def __init__(self, lab: BenchLab, name: str) -> None:
         self.name = name
-        cmd = [
-            "nsenter",
-            "--target",
-            str(lab.libvirtd_pid(name)),
-            "--mount",
-            sys.executable,
-            str(DRIVER),
-            lab.domain_type(),
-        ]
+        cmd = nsenter_argv(
+            lab.libvirtd_pid(name), [sys.executable, str(DRIVER), lab.domain_type()], uts=False
+        )
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.process = subprocess.Popen(
             cmd,

@@ -13,6 +13,7 @@ from kvm_clone_tui.lab.layout import PRIVATE_MOUNTS, LabError, LabHost, LabLayou
 from kvm_clone_tui.lab.processes import (
     is_running,
     mount_namespace,
+    nsenter_argv,
     processes_in_namespace,
     read_pid_file,
     run_in_namespace,
@@ -243,6 +244,10 @@ class LabHostRuntime:
             f"lab host {self.host.name} did not come up within {timeout:.0f}s "
             f"(daemons: {self.daemon_pids()}); sshd log tail:\n{log}"
         )
+
+    def inside_argv(self, *argv: str) -> list[str]:
+        """``argv`` prefixed to run in this host's mount namespace (its mounts and its root)."""
+        return nsenter_argv(self.anchor_pid(), argv, uts=False)
 
     def virsh(self, *args: str, check: bool = True, input: str | None = None) -> str:
         """Run virsh against this host's libvirtd and return its output."""

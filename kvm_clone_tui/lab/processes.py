@@ -65,9 +65,16 @@ def terminate(pids: Iterable[int], grace: float = 10.0) -> list[int]:
     return pending
 
 
-def nsenter_argv(pid: int, argv: Sequence[str]) -> list[str]:
-    """Prefix ``argv`` so that it runs in the mount and UTS namespaces of ``pid``."""
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--", *argv]
+def nsenter_argv(pid: int, argv: Sequence[str], *, uts: bool = True) -> list[str]:
+    """Prefix ``argv`` so that it runs in the mount (and UTS) namespace of ``pid``.
+
+    ``--root --wd`` take the target's root and working directory as well: without them nsenter
+    resets the root to the namespace's real ``/``, which differs from the lab host's own root when
+    the lab runs inside a chroot (a fresh Debian root in CI), so ``virsh`` would look for the
+    libvirtd socket in the machine's /run instead of the lab host's.
+    """
+    namespaces = ["--mount", "--uts"] if uts else ["--mount"]
+    return ["nsenter", f"--target={pid}", *namespaces, "--root", "--wd", "--", *argv]
 
 
 def run_in_namespace(

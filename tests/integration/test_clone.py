@@ -276,15 +276,11 @@ async def test_destination_filling_up_mid_copy_rolls_back(
         # Someone else fills the pool between the plan and the copy.
         beta.virsh("pool-refresh", "small")
         subprocess.run(
-            [
-                "nsenter",
-                f"--target={beta.anchor_pid()}",
-                "--mount",
-                "--",
+            beta.inside_argv(
                 "sh",
                 "-c",
                 f"dd if=/dev/urandom of={small_pool}/filler bs=1M count=110 2>/dev/null; sync",
-            ],
+            ),
             check=False,
         )
         from kvm_clone_tui.engine.clone import run_clone
@@ -298,7 +294,7 @@ async def test_destination_filling_up_mid_copy_rolls_back(
 def ls_inside(runtime: LabHostRuntime, path: str) -> list[str]:
     """A folder's entries as the host sees them (mounts in its namespace included)."""
     done = subprocess.run(
-        ["nsenter", f"--target={runtime.anchor_pid()}", "--mount", "--", "ls", "-A", path],
+        runtime.inside_argv("ls", "-A", path),
         capture_output=True,
         text=True,
         check=True,
@@ -318,7 +314,7 @@ def small_pool(lab: Lab, request: pytest.FixtureRequest) -> Iterator[str]:
     image = lab.layout.host_dir("beta") / "small-pool.img"
     subprocess.run(["truncate", "-s", f"{size}M", str(image)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    inside = ["nsenter", f"--target={beta.anchor_pid()}", "--mount", "--"]
+    inside = beta.inside_argv()
     subprocess.run([*inside, "mkdir", "-p", path], check=True)
     subprocess.run([*inside, "mount", "-o", "loop", str(image), path], check=True)
     beta.virsh("pool-create-as", "small", "dir", "--target", path)

@@ -49,7 +49,7 @@ def remove_clone(runtime: LabHostRuntime, name: str, job_ids: tuple[str, ...] = 
 def inside(runtime: LabHostRuntime, *command: str, check: bool = True) -> str:
     """Run ``command`` in the host's mount namespace (where its extra mounts are)."""
     done = subprocess.run(
-        ["nsenter", f"--target={runtime.anchor_pid()}", "--mount", "--", *command],
+        runtime.inside_argv(*command),
         capture_output=True,
         text=True,
         check=check,
