@@ -56,11 +56,12 @@ copy_in() {
     echo "  settings: $path"
 }
 
-# Files below $1 that no installed Debian package owns: this environment's own settings.
-unowned() {
+# Of the apt settings files given, those that no installed Debian package owns and that set how
+# apt fetches (Acquire::...): this environment's own way of reaching the archive.
+fetch_settings() {
     local f
     for f in "$@"; do
-        [ -f "$f" ] || continue
+        [ -f "$f" ] && grep -q 'Acquire::' "$f" || continue
         dpkg -S "$f" >/dev/null 2>&1 || echo "$f"
     done
 }
@@ -71,9 +72,10 @@ cmd_create() {
     mkdir -p "$root"
     tar -C "$root" -xf "$BASE_TAR"
     # The registries are reached through the environment's settings, not the project's.
+    rm -f "$root/etc/apt/sources.list" # debootstrap's own: the machine's sources replace it
     for f in /usr/local/share/ca-certificates/*.crt; do copy_in "$root" "$f"; done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list \
-        $(unowned /etc/apt/apt.conf.d/*); do
+        $(fetch_settings /etc/apt/apt.conf.d/*); do
         copy_in "$root" "$f"
     done
     # pip's configuration files (those `pip config debug` reports as existing) and the

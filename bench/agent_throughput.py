@@ -1,7 +1,9 @@
 """Throughput of the host agent on this machine: send -> /dev/null and send | receive.
 
-    .venv/bin/python bench/agent_throughput.py [--dir DIR] [--size-mib 2048] [--runs 3]
+    .venv/bin/python -m bench.agent_throughput [--dir DIR] [--size-mib 2048] [--runs 3]
         [--python /usr/bin/python3]
+
+(``.venv/bin/python bench/agent_throughput.py ...`` works too: it imports nothing from bench.)
 
 Makes a file of random data (page-cached after the first read) and a sparse image, then times
 the agent as the hosts run it (``python3 agent.py ...``). Results: docs/agent.md.
@@ -48,6 +50,7 @@ def timed(cmd: str) -> tuple[float, float]:
 
 
 def report(name: str, mib: float, runs: list[tuple[float, float]]) -> None:
+    """One result line: median and best MiB/s, CPU seconds per GiB."""
     rates = sorted(mib / wall for wall, _ in runs)
     cpu = statistics.median(c for _, c in runs) / (mib / 1024)
     print(
@@ -57,6 +60,7 @@ def report(name: str, mib: float, runs: list[tuple[float, float]]) -> None:
 
 
 def main() -> None:
+    """Make the test files, time the agent's send and receive, print the results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=None, help="where to put the test files (a local disk)")
     ap.add_argument("--size-mib", type=int, default=2048)

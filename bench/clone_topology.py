@@ -2,7 +2,7 @@
 
 Run as root from the repository (about 5 minutes with the defaults)::
 
-    .venv/bin/python bench/clone_topology.py [--data-mib 1024] [--runs 2] [--markdown FILE]
+    .venv/bin/python -m bench.clone_topology [--data-mib 1024] [--runs 2] [--markdown FILE]
 
 The topology (every address below lives only inside namespaces this script creates; ``tc``
 only touches their veths, never the machine's interfaces)::
@@ -64,29 +64,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from clone_peers import (
-    IMAGES,
-    KVM_CLONE,
-    Lab,
-    _busy,
-    drop_caches,
-    elided_sha256,
-    find_lab,
-    ssh_agent,
-    wait_quiet,
-)
-
+from bench.common.digests import elided_sha256
+from bench.common.lab import IMAGES, BenchLab, private_lab
+from bench.common.machine import busy_between, cpu_times, drop_caches, load_text, wait_quiet
+from bench.common.paths import KVM_CLONE, ROOT
+from bench.common.ssh_agent import ssh_agent
+from bench.common.units import GiB, MiB
 from kvm_clone_tui.engine.config import Config, HostConfig, SSHConfig, save_config
-from kvm_clone_tui.lab.host import LabHostRuntime
 
-MiB, GiB = 1 << 20, 1 << 30
 PREFIX = "kcA-"
 OP, RT, H1, H2 = (f"{PREFIX}{n}" for n in ("op", "rt", "h1", "h2"))
 SRC, DST = "alpha", "beta"
@@ -226,9 +215,10 @@ def start_delay_lines(delay_ms: float) -> None:
     """One delay line per host inside kcA-op (killed with every other process of our netns)."""
     for name, port in PROXY_PORT.items():
         subprocess.Popen(
-            ["ip", "netns", "exec", OP, sys.executable, __file__, "--delay-line",
-             str(port), HOST_ADDR[name], str(delay_ms / 1000)],
+            ["ip", "netns", "exec", OP, sys.executable, "-m", "bench.clone_topology",
+             "--delay-line", str(port), HOST_ADDR[name], str(delay_ms / 1000)],
             stdin=subprocess.DEVNULL,
+            cwd=ROOT,  # where -m finds the bench package
         )  # fmt: skip
     script = (
         "import socket, sys, time\n"
@@ -268,13 +258,9 @@ def round_trip(name: str) -> float:
 # -- the hosts' second sshd ------------------------------------------------------------------------
 
 
-def start_host_sshd(lab: Lab, name: str) -> None:
+def start_host_sshd(lab: BenchLab, name: str) -> None:
     """sshd of lab host ``name`` inside its mount/UTS namespaces and our host netns."""
-    state = lab.layout.load_state()
-    if state is None:
-        raise RuntimeError(f"no lab state in {lab.layout.root}")
-    host = next(h for h in state.hosts if h.name == name)
-    pid = LabHostRuntime(lab.layout, host).anchor_pid()
+    pid = lab.anchor_pid(name)
     host_dir = lab.layout.host_dir(name)
     sh(
         "nsenter",
@@ -295,7 +281,7 @@ def start_host_sshd(lab: Lab, name: str) -> None:
     )
 
 
-def write_operator_files(lab: Lab, where: Path) -> Path:
+def write_operator_files(lab: BenchLab, where: Path) -> Path:
     """ssh_config, known_hosts (the hosts' real keys) and config.yaml for the 10.77 addresses;
     returns the config.yaml."""
     known, blocks = [], ["# kvm-clone topology benchmark: the lab hosts on their netns addresses"]
@@ -336,7 +322,7 @@ def write_operator_files(lab: Lab, where: Path) -> Path:
 # -- the workload ---------------------------------------------------------------------------------
 
 
-def make_source(lab: Lab, disk_size: int, data: int) -> Path:
+def make_source(lab: BenchLab, disk_size: int, data: int) -> Path:
     """``topo-src`` on alpha: a raw sparse disk holding ``data`` random bytes in 4 extents."""
     path = lab.images(SRC) / f"{VM}-vda.img"
     extents = 4
@@ -366,7 +352,7 @@ def make_source(lab: Lab, disk_size: int, data: int) -> Path:
     return path
 
 
-def clean_destination(lab: Lab) -> None:
+def clean_destination(lab: BenchLab) -> None:
     """Undefine the copy on beta and delete its files (and any staged ones)."""
     if COPY in lab.run(DST, "virsh", "list", "--all", "--name", check=False).split():
         lab.run(DST, "virsh", "undefine", COPY, check=False)
@@ -391,7 +377,7 @@ class Run:
     error: str = ""
 
 
-def clone_once(lab: Lab, route: str, env: dict[str, str], source_digest: str) -> Run:
+def clone_once(lab: BenchLab, route: str, env: dict[str, str], source_digest: str) -> Run:
     """Clean beta, drop caches, clone from inside kcA-op, check route, definition and hash."""
     clean_destination(lab)
     drop_caches()
@@ -400,12 +386,11 @@ def clone_once(lab: Lab, route: str, env: dict[str, str], source_digest: str) ->
         "ip", "netns", "exec", OP, str(KVM_CLONE), "clone", SRC, DST, VM, "--new-name", COPY,
         "--transfer", route, "--compress", env["TOPO_COMPRESS"], "--output", "json",
     ]  # fmt: skip
-    b0 = _busy()
+    b0 = cpu_times()
     t0 = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT)
     seconds = time.perf_counter() - t0
-    b1 = _busy()
-    busy = (b1[0] - b0[0]) / max(1e-9, b1[1] - b0[1])
+    busy = busy_between(b0, cpu_times())
     if done.returncode != 0:
         return Run(route, seconds, 0, busy, False, (done.stderr or done.stdout).strip()[-300:])
     result = json.loads(done.stdout)["result"]
@@ -420,32 +405,12 @@ def clone_once(lab: Lab, route: str, env: dict[str, str], source_digest: str) ->
     return run
 
 
-@contextlib.contextmanager
-def private_lab(base_address: str) -> Iterator[Lab]:
-    """A two-host lab in a temporary directory, purged at the end."""
-    root = Path(tempfile.mkdtemp(prefix="kvm-clone-topology-lab-", dir="/var/tmp"))
-    up = [str(KVM_CLONE), "lab", "--dir", str(root), "up", "--hosts", "2"]
-    try:
-        subprocess.run(
-            [*up, "--base-address", base_address, "--no-sample-vms"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        yield find_lab(root)
-    finally:
-        subprocess.run(
-            [str(KVM_CLONE), "lab", "--dir", str(root), "down", "--purge"],
-            stdout=subprocess.DEVNULL,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def _sigterm(_sig: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # run the finally blocks
 
 
 def main() -> None:
+    """Parse arguments; build the lab, the network and the source; clone; report; tear down."""
     if sys.argv[1:2] == ["--delay-line"]:  # internal: run by start_delay_lines in kcA-op
         port, target, delay = sys.argv[2:5]
         asyncio.run(_delay_line(int(port), target, float(delay)))
@@ -453,7 +418,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="The topology and the steps are described at the top of this file.",
+        epilog="The topology and the steps are described at the top of bench/clone_topology.py.",
     )
     ap.add_argument("--runs", type=int, default=2, help="runs per route (default 2)")
     ap.add_argument("--data-mib", type=int, default=1024, help="random data in the disk (1024)")
@@ -476,10 +441,10 @@ def main() -> None:
     shape = Shape(a.op_rate, a.op_delay_ms, a.host_rate)
     started = datetime.datetime.now().astimezone()
     load_start = os.getloadavg()
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}", flush=True)
+    print(f"load average at start: {load_text(load_start)}", flush=True)
     runs: list[Run] = []
     with contextlib.ExitStack() as stack:
-        lab = stack.enter_context(private_lab(a.base_address))
+        lab = stack.enter_context(private_lab(a.base_address, prefix="kvm-clone-topology-lab-"))
         stack.callback(teardown_network)
         build_network(shape)
         for name in (SRC, DST):
@@ -562,15 +527,14 @@ def report(
     lines = [
         f"- date: {started:%Y-%m-%d %H:%M %Z}; machine: {os.cpu_count()} vCPUs, Python "
         f"{platform.python_version()}; load average (1/5/15 min) at start "
-        f"{' '.join(f'{x:.2f}' for x in load_start)}, at end "
-        f"{' '.join(f'{x:.2f}' for x in load_end)}",
+        f"{load_text(load_start)}, at end {load_text(load_end)}",
         f"- links: operator <-> router {shape.op_rate} (tbf) + {shape.op_delay_ms:g} ms each way "
         "(delay line) "
         f"(measured round trip operator -> alpha's sshd {rtt:.1f} ms), hosts <-> router "
         f"{shape.host_rate}",
         f"- source: one raw disk, {a.disk_gib} GiB virtual, {allocated / MiB:.0f} MiB of random "
         f"data; `--compress {a.compress}`; relay's floor at {shape.op_rate}: {floor:.1f} s",
-        f"- command: `.venv/bin/python bench/clone_topology.py {shlex.join(sys.argv[1:])}`",
+        f"- command: `.venv/bin/python -m bench.clone_topology {shlex.join(sys.argv[1:])}`",
         "",
         *rows,
         "",

@@ -3,7 +3,7 @@
 Run as root from the repository; it brings up a lab of its own (two hosts, no sample VMs) and
 tears it down at the end (``--lab-dir DIR`` uses a lab that is already up instead)::
 
-    .venv/bin/python bench/sync_peers.py [--runs 3] [--sizes 20G,200G]
+    .venv/bin/python -m bench.sync_peers [--runs 3] [--sizes 20G,200G]
         [--private-lab 127.0.4.2] [--markdown FILE]
 
 Results and their analysis: docs/benchmarks.md, section "Sync".
@@ -58,7 +58,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import shlex
@@ -67,33 +66,25 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from clone_peers import (  # bench/ is not a package
-    DST,
-    IMAGES,
-    KVM_CLONE,
-    SRC,
-    DataSource,
-    GiB,
-    Lab,
-    MiB,
-    _busy,
-    _hwm_kib,
-    descendants,
+from bench.common.disk_data import DataSource, spread, write_extents
+from bench.common.lab import DST, IMAGES, SRC, BenchLab, find_lab, private_lab
+from bench.common.machine import (
+    busy_between,
+    cpu_times,
     drop_caches,
-    find_lab,
-    spread,
-    ssh_agent,
+    load_text,
+    machine_summary,
     wait_quiet,
-    write_extents,
 )
+from bench.common.paths import KVM_CLONE
+from bench.common.processes import RssSampler
+from bench.common.ssh_agent import ssh_agent
+from bench.common.units import GiB, MiB, mib, parse_size, size_label
 
 VM = "bench-sync"
 PIECE = 64 << 10
@@ -110,19 +101,6 @@ DEFAULT_LAB = "127.0.4.2"
 
 
 METHOD_KEYS = ("bitmap", "hash", "rsync", "clone")
-
-
-def parse_size(text: str) -> int:
-    """``20G`` / ``200G`` / ``512M`` -> bytes (binary units)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([MGT])i?B?\s*", text, re.IGNORECASE)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use a number and M, G or T (20G)")
-    return int(m.group(1)) << {"M": 20, "G": 30, "T": 40}[m.group(2).upper()]
-
-
-def size_label(size: int) -> str:
-    """Bytes -> ``20G`` (or ``512M``)."""
-    return f"{size // GiB}G" if size % GiB == 0 else f"{size // MiB}M"
 
 
 @dataclass(frozen=True)
@@ -150,7 +128,7 @@ def domain_xml(vm: SourceVM, domain_type: str) -> str:
     )
 
 
-def make_sources(lab: Lab, vms: list[SourceVM], data: int, tmp: Path) -> None:
+def make_sources(lab: BenchLab, vms: list[SourceVM], data: int, tmp: Path) -> None:
     """Write the data once into a sparse raw file, convert it into each VM's qcow2, define."""
     t0 = time.perf_counter()
     scratch = tmp / "data.raw"
@@ -175,7 +153,7 @@ def make_sources(lab: Lab, vms: list[SourceVM], data: int, tmp: Path) -> None:
     print(f"workload: {', '.join(v.name for v in vms)} made in {time.perf_counter() - t0:.0f} s")
 
 
-def remove_sources(lab: Lab, vms: list[SourceVM]) -> None:
+def remove_sources(lab: BenchLab, vms: list[SourceVM]) -> None:
     """Undefine the bench VMs on alpha and delete their disks."""
     existing = lab.run(SRC, "virsh", "list", "--all", "--name", check=False).split()
     for vm in vms:
@@ -185,7 +163,7 @@ def remove_sources(lab: Lab, vms: list[SourceVM]) -> None:
             (lab.images(SRC) / vm.image).unlink()
 
 
-def drop_checkpoints(lab: Lab, vm: SourceVM) -> None:
+def drop_checkpoints(lab: BenchLab, vm: SourceVM) -> None:
     """Remove every checkpoint (libvirt metadata and qcow2 bitmap) of the shut-off source."""
     names = lab.run(SRC, "virsh", "checkpoint-list", "--name", vm.name, check=False).split()
     for name in names:
@@ -239,9 +217,9 @@ def write_change(image: Path, offsets: list[int], seed: str, tmp: Path) -> None:
 class SshCounters:
     """iptables byte counters of TCP to and from port 22 of each lab host (a chain of our own)."""
 
-    def __init__(self, lab: Lab, hosts: tuple[str, ...] = (SRC, DST)) -> None:
+    def __init__(self, lab: BenchLab, hosts: tuple[str, ...] = (SRC, DST)) -> None:
         self.chain = f"KVMCLONE-SYNCBENCH-{os.getpid()}"
-        self.addrs = {h: lab_address(lab, h) for h in hosts}
+        self.addrs = {h: lab.address(h) for h in hosts}
         self.keys: list[str] = []
 
     def _ipt(self, *args: str) -> str:
@@ -270,47 +248,6 @@ class SshCounters:
         out = self._ipt("-L", self.chain, "-n", "-v", "-x", *(["-Z"] if zero else []))
         rows = [w for w in (line.split() for line in out.splitlines()) if w and w[0].isdigit()]
         return {key: int(row[1]) for key, row in zip(self.keys, rows, strict=True)}
-
-
-def lab_address(lab: Lab, host: str) -> str:
-    """The host's address, from the lab's ssh_config."""
-    current = None
-    for line in lab.ssh_config.read_text().splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0].lower() == "host":
-            current = words[1]
-        elif len(words) >= 2 and words[0].lower() == "hostname" and current == host:
-            return words[1]
-    raise RuntimeError(f"{host} not in {lab.ssh_config}")
-
-
-class RssSampler:
-    """Peak summed VmHWM of this script's live descendants (but ``exclude``), every 0.1 s."""
-
-    def __init__(self, exclude: set[int]) -> None:
-        self.exclude = exclude
-        self.peak_kib = 0
-        self._hwm: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _tick(self) -> None:
-        live = descendants(os.getpid()) - self.exclude
-        for p in live:
-            self._hwm[p] = max(self._hwm.get(p, 0), _hwm_kib(p))
-        self.peak_kib = max(self.peak_kib, sum(self._hwm.get(p, 0) for p in live))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.1):
-            self._tick()
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass
@@ -354,14 +291,14 @@ def measured(
     wait_quiet(settle)
     load = os.getloadavg()[0]
     counters.read(zero=True)
-    b0 = _busy()
+    b0 = cpu_times()
     with RssSampler(exclude) as rss:
         t0 = time.perf_counter()
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
         seconds = time.perf_counter() - t0
-    b1 = _busy()
+    b1 = cpu_times()
     wire = counters.read()
-    busy = (b1[0] - b0[0]) / max(1e-9, b1[1] - b0[1])
+    busy = busy_between(b0, b1)
     return done, seconds, rss.peak_kib / 1024, wire, load, busy
 
 
@@ -379,7 +316,7 @@ class Method:
 
 
 def clone_vm(
-    lab: Lab, vm: SourceVM, name: str, env: dict[str, str]
+    lab: BenchLab, vm: SourceVM, name: str, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """``kvm-clone clone alpha beta VM --new-name NAME --output json``."""
     return subprocess.run(
@@ -391,7 +328,7 @@ def clone_vm(
     )
 
 
-def clone_disk(lab: Lab, name: str) -> str:
+def clone_disk(lab: BenchLab, name: str) -> str:
     """The path of the clone's only disk inside beta."""
     out = lab.run(DST, "virsh", "domblklist", "--details", name)
     paths = [line.split()[3] for line in out.splitlines() if line.split()[:2] == ["file", "disk"]]
@@ -400,12 +337,12 @@ def clone_disk(lab: Lab, name: str) -> str:
     return paths[0]
 
 
-def clone_image(lab: Lab, name: str) -> Path:
+def clone_image(lab: BenchLab, name: str) -> Path:
     """The clone's disk on beta, as seen from here."""
     return lab.layout.host_path(DST, clone_disk(lab, name))
 
 
-def remove_clone(lab: Lab, name: str) -> None:
+def remove_clone(lab: BenchLab, name: str) -> None:
     """Undefine a clone on beta and delete its files."""
     if name in lab.run(DST, "virsh", "list", "--all", "--name", check=False).split():
         with contextlib.suppress(RuntimeError):
@@ -429,7 +366,7 @@ def identical(source: Path, clone: Path) -> tuple[bool, str]:
 
 
 def run_method(
-    lab: Lab,
+    lab: BenchLab,
     method: Method,
     run: int,
     offsets: list[int],
@@ -511,11 +448,6 @@ def run_method(
 
 
 # -- reporting ------------------------------------------------------------------------------------
-
-
-def mib(n: float) -> str:
-    """Bytes as MiB with one decimal."""
-    return f"{n / MiB:.1f}"
 
 
 def summarise(methods: list[Method], outcomes: list[Outcome], change: int) -> tuple[str, list[str]]:
@@ -653,35 +585,17 @@ def main() -> None:
     if a.lab_dir:
         run_all(a, find_lab(a.lab_dir), sizes)
         return
-    private = Path(tempfile.mkdtemp(prefix="kvm-clone-syncbench-lab-", dir="/var/tmp"))
-    print(f"private lab: kvm-clone lab --dir {private} up (alpha at {a.private_lab})", flush=True)
-    try:
-        subprocess.run(
-            [
-                str(KVM_CLONE),
-                "lab",
-                "--dir",
-                str(private),
-                "up",
-                "--hosts",
-                "2",
-                "--base-address",
-                a.private_lab,
-                "--no-sample-vms",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        run_all(a, find_lab(private), sizes)
-    finally:
-        subprocess.run(
-            [str(KVM_CLONE), "lab", "--dir", str(private), "down", "--purge"],
-            stdout=subprocess.DEVNULL,
-        )
-        shutil.rmtree(private, ignore_errors=True)
+    with private_lab(
+        a.private_lab,
+        prefix="kvm-clone-syncbench-lab-",
+        announce=lambda root: print(
+            f"private lab: kvm-clone lab --dir {root} up (alpha at {a.private_lab})", flush=True
+        ),
+    ) as lab:
+        run_all(a, lab, sizes)
 
 
-def run_all(a: argparse.Namespace, lab: Lab, sizes: list[int]) -> None:
+def run_all(a: argparse.Namespace, lab: BenchLab, sizes: list[int]) -> None:
     """Make the source VMs, run every method ``a.runs`` times, report, clean up."""
     vms = [SourceVM(VM, sizes[0])] + [
         SourceVM(f"{VM}-{size_label(s).lower()}", s) for s in sizes[1:]
@@ -730,23 +644,13 @@ def run_all(a: argparse.Namespace, lab: Lab, sizes: list[int]) -> None:
             with contextlib.suppress(Exception):
                 remove_sources(lab, vms)
     table, verdict = summarise(methods, outcomes, a.change)
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     header = (
-        f"Machine: {os.cpu_count()} vCPUs ({cpu_model}), "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB:.0f} GiB RAM, "
-        f"Python {platform.python_version()}, {started:%Y-%m-%d %H:%M %Z}. Source: one qcow2 "
+        f"Machine: {machine_summary()}, {started:%Y-%m-%d %H:%M %Z}. Source: one qcow2 "
         f"disk, {mib(a.data)} MiB of data, virtual {', '.join(size_label(s) for s in sizes)}; "
         f"change {mib(a.change)} MiB in {a.change // PIECE} pieces of 64 KiB. Runs: {a.runs}. "
-        f"Command: `.venv/bin/python bench/sync_peers.py {shlex.join(sys.argv[1:])}`. Load "
-        f"average (1/5/15 min) at start {' '.join(f'{x:.2f}' for x in load_start)}, at end "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+        f"Command: `.venv/bin/python -m bench.sync_peers {shlex.join(sys.argv[1:])}`. Load "
+        f"average (1/5/15 min) at start {load_text(load_start)}, at end "
+        f"{load_text(os.getloadavg())}."
     )
     text = f"{header}\n\n{table}\n\n" + "\n".join(f"- {v}" for v in verdict) + "\n"
     print("\n" + text)

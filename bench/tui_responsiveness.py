@@ -2,13 +2,14 @@
 
 Run from the repository::
 
-    .venv/bin/python bench/tui_responsiveness.py [--vms 500] [--panes 2] [--keys 60] [--markdown]
+    .venv/bin/python -m bench.tui_responsiveness [--vms 500] [--panes 2] [--keys 60] [--markdown]
 
-What it measures, headless (Textual's ``run_test``) against in-process fake sources:
+What it measures, headless (Textual's ``run_test``) against in-process fake hosts (defined here:
+generated inventories that never change, and a clone job that reports progress until cancelled):
 
-1. First paint: ``--panes`` panes of ``--vms`` VMs each (the fake source of the TUI tests, with
-   generated VMs). From the moment a host's inventory arrives (its tracker's ``watch`` returns)
-   to the first time that pane's table is rendered with all its rows (``render_lines``).
+1. First paint: ``--panes`` panes of ``--vms`` VMs each. From the moment a host's inventory
+   arrives (its tracker's ``watch`` returns) to the first time that pane's table is rendered
+   with all its rows (``render_lines``).
    Target: < 300 ms. Measured twice: with the inventories arriving while the app starts (the
    worst case: the app's own first paint of every widget is included) and once the app is up
    (``--late``, 1 s after start: a host over SSH is never faster). ``--runs`` repeats each and
@@ -24,27 +25,59 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
+import zlib
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.common.tables import markdown_table, ruled_table
 from kvm_clone_tui.engine.clone import CloneResult
 from kvm_clone_tui.engine.clone_options import CloneOptions
-from kvm_clone_tui.engine.models import HostInventory, VMState
-from kvm_clone_tui.engine.plan import ClonePlan
+from kvm_clone_tui.engine.config import Config
+from kvm_clone_tui.engine.inventory import InventoryEvent
+from kvm_clone_tui.engine.models import VM, Disk, DiskDevice, HostInventory, VMState
+from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.widgets.host_pane import PaneState
 from kvm_clone_tui.tui.widgets.vm_table import VMTable
-from tests.tui.fake_clone import FakeCloneSource, fake_plan
-from tests.tui.fake_source import IMAGES, FakeTracker, GiB, MiB, disk, vm
 
+MiB, GiB = 1 << 20, 1 << 30
+IMAGES = "/var/lib/libvirt/images"
 SIZE = (200, 50)
 PAINT_TARGET_MS, KEY_TARGET_MS = 300.0, 50.0
 STATES = (VMState.RUNNING, VMState.SHUT_OFF, VMState.PAUSED)
+
+
+# -- fake hosts (what the TUI needs of KVMCloneClient, in process) --------------------------------
+
+
+def disk(target: str, path: str, virtual: int, allocated: int) -> Disk:
+    """A qcow2 virtio disk."""
+    return Disk(
+        target=target,
+        device=DiskDevice.DISK,
+        source_type="file",
+        path=path,
+        format="qcow2",
+        bus="virtio",
+        virtual_size=virtual,
+        allocation=allocated,
+    )
+
+
+def vm(name: str, state: VMState, vcpus: int, memory_mib: int, *disks: Disk) -> VM:
+    """A persistent KVM guest with a UUID derived from its name."""
+    return VM(
+        name=name,
+        uuid=f"00000000-0000-4000-8000-{zlib.crc32(name.encode()):012x}",
+        state=state,
+        vcpus=vcpus,
+        memory_kib=memory_mib * 1024,
+        autostart=False,
+        persistent=True,
+        domain_type="kvm",
+        disks=disks,
+    )
 
 
 def inventory(host: str, count: int) -> HostInventory:
@@ -55,30 +88,99 @@ def inventory(host: str, count: int) -> HostInventory:
             STATES[i % len(STATES)],
             1 + i % 8,
             512 * (1 + i % 16),
-            disk("vda", f"{IMAGES}/{host}-vm{i:04d}.qcow2", "qcow2", 20 * GiB, (i % 97) * MiB),
+            disk("vda", f"{IMAGES}/{host}-vm{i:04d}.qcow2", 20 * GiB, (i % 97) * MiB),
         )
         for i in range(count)
     )
     return HostInventory(host, host, "9.0.0", vms)
 
 
-class TimedTracker(FakeTracker):
-    """Hands its inventory to the UI ``delay`` seconds after being asked; records when."""
+def busy_plan(
+    inventories: dict[str, HostInventory], source: str, dest: str, name: str
+) -> ClonePlan:
+    """A clone plan of VM ``name`` with nothing in its way (no host consulted, no rules)."""
+    the_vm = inventories[source].vm(name)
+    assert the_vm is not None
+    job_id = f"20231114-221320-{zlib.crc32(f'{source}/{name}/{dest}'.encode()):08x}"
+    files = tuple(
+        FilePlan(
+            label=d.target,
+            role="disk",
+            format=d.format or "raw",
+            source_path=d.path or "",
+            final_path=f"{IMAGES}/{name}-{d.target}.qcow2",
+            staging_path=f"{IMAGES}/.kvmclone-partial-{job_id}-{name}-{d.target}.qcow2",
+            size=d.virtual_size or 0,
+            allocated=d.allocation or 0,
+            virtual_size=d.virtual_size,
+        )
+        for d in the_vm.disks
+    )
+    total = sum(f.allocated for f in files)
+    return ClonePlan(
+        job_id=job_id,
+        source_host=source,
+        dest_host=dest,
+        vm=the_vm,
+        new_name=name,
+        new_uuid=f"11111111-2222-4333-8444-{zlib.crc32(job_id.encode()):012x}",
+        pool="default",
+        pool_path=IMAGES,
+        pool_available=200 * GiB,
+        files=files,
+        route="relay",
+        route_reason="through this machine",
+        compress=False,
+        compress_reason="off",
+        required_space=total + max(64 * MiB, total // 50),
+        source_xml="",
+    )
+
+
+class TimedTracker:
+    """A host's fixed inventory, handed to the UI ``delay`` seconds after being asked; records
+    when."""
 
     def __init__(self, inv: HostInventory, arrived: dict[str, float], delay: float = 0.0) -> None:
-        super().__init__(inv)
+        self.inventory: HostInventory | None = inv
+        self.listeners: list[Callable[[InventoryEvent], None]] = []
         self.arrived = arrived
         self.delay = delay
 
+    def subscribe(self, listener: Callable[[InventoryEvent], None]) -> None:
+        """Keep ``listener`` (the inventory never changes: it is never called)."""
+        self.listeners.append(listener)
+
     async def watch(self) -> None:
+        """Hand the inventory over after ``delay`` s."""
         assert self.inventory is not None
         if self.delay:
             await asyncio.sleep(self.delay)
         self.arrived[self.inventory.host] = time.perf_counter()
 
+    async def refresh(self) -> HostInventory:
+        """The same inventory again."""
+        assert self.inventory is not None
+        return self.inventory
 
-class BusySource(FakeCloneSource):
+
+class BusySource:
     """Fake hosts whose clone jobs report progress every 20 ms until cancelled."""
+
+    def __init__(self, trackers: dict[str, TimedTracker]) -> None:
+        self.trackers = trackers
+        self.inventories = {h: t.inventory for h, t in trackers.items() if t.inventory}
+        self.config = Config()
+
+    async def tracker(self, name: str) -> TimedTracker:
+        """The live inventory of host ``name``."""
+        return self.trackers[name]
+
+    async def plan_clone(
+        self, source: str, dest: str, vm: str, options: CloneOptions | None = None
+    ) -> ClonePlan:
+        """:func:`busy_plan`."""
+        return busy_plan(self.inventories, source, dest, vm)
 
     async def run_plan(
         self,
@@ -87,6 +189,7 @@ class BusySource(FakeCloneSource):
         on_event: Callable[[JobEvent], None] | None = None,
         auto_rollback: bool = True,
     ) -> CloneResult:
+        """Report progress for 3 files every 20 ms, until cancelled."""
         tick = 0
         while True:
             tick += 1
@@ -98,14 +201,30 @@ class BusySource(FakeCloneSource):
                 on_event(JobEvent(plan.job_id, "copy", "", disks))
             await asyncio.sleep(0.02)
 
+    async def rollback_job(
+        self, job_id: str, on_event: Callable[[JobEvent], None] | None = None
+    ) -> None:
+        """Nothing to roll back."""
+
+    async def resume_job(
+        self,
+        job_id: str,
+        on_event: Callable[[JobEvent], None] | None = None,
+        *,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        """Never asked for here."""
+        raise NotImplementedError("the benchmark's jobs are never resumed")
+
+
+# -- the measurements -----------------------------------------------------------------------------
+
 
 def source(
     hosts: list[str], count: int, arrived: dict[str, float], delay: float = 0.0
 ) -> BusySource:
-    inventories = {h: inventory(h, count) for h in hosts}
-    src = BusySource(inventories, finishing=frozenset(), failing=frozenset())
-    src.trackers = {h: TimedTracker(inv, arrived, delay) for h, inv in inventories.items()}
-    return src
+    """Fake hosts ``hosts`` with ``count`` VMs each, arriving ``delay`` s after being asked."""
+    return BusySource({h: TimedTracker(inventory(h, count), arrived, delay) for h in hosts})
 
 
 async def first_paint(hosts: list[str], count: int, delay: float = 0.0) -> dict[str, float]:
@@ -145,7 +264,7 @@ async def key_latency(count: int, keys: int) -> list[float]:
     async with app.run_test(size=SIZE) as pilot:
         while not all(p.state is PaneState.CONNECTED for p in app.panes):
             await pilot.pause(0.01)
-        plan = fake_plan(src.inventories, "alpha", "beta", "alpha-vm0001", CloneOptions())
+        plan = busy_plan(src.inventories, "alpha", "beta", "alpha-vm0001")
         await app.jobs.start(plan, src)
         await pilot.pause(0.5)  # the job is reporting
         table = app.panes[0].table
@@ -169,21 +288,21 @@ async def key_latency(count: int, keys: int) -> list[float]:
     return latencies
 
 
+HEADER = ("measure", "result", "target", "ok")
+
+
 def table(rows: list[tuple[str, str, str, str]]) -> str:
-    head = ("measure", "result", "target", "ok")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """The results as aligned columns."""
+    return "\n".join(ruled_table(HEADER, rows))
 
 
 def markdown(rows: list[tuple[str, str, str, str]]) -> str:
-    lines = ["| measure | result | target | ok |", "|---|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in rows]
-    return "\n".join(lines)
+    """The results as a Markdown table."""
+    return "\n".join(markdown_table(HEADER, rows))
 
 
 def main() -> None:
+    """Measure first paint and key latency; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--panes", type=int, default=2)

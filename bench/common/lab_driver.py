@@ -1,6 +1,7 @@
 """Drives one lab host's libvirtd from inside its mount namespace (a helper of the benchmarks).
 
-Started by a benchmark as ``nsenter --target <libvirtd pid> --mount <python> lab_driver.py``; it
+:class:`HostDriver` (the benchmark's side) starts it as ``nsenter --target <libvirtd pid> --mount
+<python> -m bench.common.lab_driver DOMAIN_TYPE`` with ``PYTHONPATH`` = the checkout; it
 talks to the host's own ``qemu:///system`` (no SSH: this is set-up and event generation, not
 what is measured) and answers one JSON object per line on stdout for each JSON request read on
 stdin::
@@ -18,19 +19,28 @@ start_many, destroy_many, count, local_read, quit.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
+from bench.common.paths import ROOT
+from kvm_clone_tui.lab.processes import nsenter_argv
+
+if TYPE_CHECKING:
+    from bench.common.lab import BenchLab
+
 URI = "qemu:///system"
-IMAGES = "/var/lib/libvirt/images"
+IMAGES = "/var/lib/libvirt/images"  # bench.common.lab.IMAGES (not imported: this runs in a host)
 DISK_SIZE = "1G"
 
 
@@ -145,6 +155,61 @@ class Driver:
         if op == "local_read":
             return self.local_read(int(request.get("runs", 3)))
         raise ValueError(f"unknown op {op!r}")
+
+
+def vm_names(start: int, stop: int, prefix: str = "bench") -> list[str]:
+    """``bench-0000`` ... (``stop`` exclusive): the names benchmarks give the VMs they define."""
+    return [f"{prefix}-{i:04d}" for i in range(start, stop)]
+
+
+class HostDriver:
+    """This module running inside one lab host's namespace (libvirt, no SSH), seen from the
+    benchmark: one JSON request, one JSON answer."""
+
+    def __init__(self, lab: BenchLab, name: str) -> None:
+        self.name = name
+        cmd = nsenter_argv(
+            lab.libvirtd_pid(name),
+            [sys.executable, "-m", "bench.common.lab_driver", lab.domain_type()],
+            uts=False,
+        )
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,  # Ctrl-C goes to the benchmark, which then cleans up
+        )
+        self._lock = threading.Lock()
+
+    def request(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send one request and wait for its answer (thread-safe)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        with self._lock:
+            self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: lab driver exited (code {self.process.poll()})")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise RuntimeError(f"{self.name}: {op} failed: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        """Stop the driver."""
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                assert self.process.stdin is not None
+                self.process.stdin.write('{"op": "quit"}\n')
+                self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def main() -> int:
