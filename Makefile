@@ -69,7 +69,8 @@ demo: lab-up
 
 lint: venv
 	$(BIN)/ruff check kvm_clone_tui tests scripts bench
-	$(BIN)/ruff format --check kvm_clone_tui tests scripts
+	$(BIN)/ruff format --check kvm_clone_tui tests scripts bench
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

@@ -6,7 +6,8 @@
 (``.venv/bin/python bench/agent_throughput.py ...`` works too: it imports nothing from bench.)
 
 Makes a file of random data (page-cached after the first read) and a sparse image, then times
-the agent as the hosts run it (``python3 agent.py ...``). Results: docs/agent.md.
+the agent as the hosts run it (``python3 agent.pyz ...``, the zipapp the client ships). Results:
+docs/agent.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-AGENT = Path(__file__).resolve().parent.parent / "kvm_clone_tui" / "agent" / "agent.py"
+from kvm_clone_tui.agent import AGENT_ZIP
+
 MiB = 1 << 20
 
 
@@ -68,8 +70,10 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable)
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # still remove the temporary files
-    py = f"{a.python} {AGENT}"
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
+        agent = Path(tmp, "agent.pyz")
+        agent.write_bytes(AGENT_ZIP)
+        py = f"{a.python} {agent}"
         src, dst, sparse = Path(tmp, "random.img"), Path(tmp, "out", "dst.img"), Path(tmp, "s.img")
         dst.parent.mkdir()
         with src.open("wb") as f:

@@ -17,13 +17,13 @@ __version__ = "0.1.0"
 __all__ = ["KVMCloneClient", "__version__"]
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.engine.client import KVMCloneClient
+    from kvm_clone_tui.api.client import KVMCloneClient
 
 
 def __getattr__(name: str) -> Any:
-    # Imported lazily so that `kvm-clone --help` and the lab need neither libvirt nor asyncssh.
+    # Imported lazily: `kvm-clone --help` and the lab need not even load the API layer.
     if name == "KVMCloneClient":
-        from kvm_clone_tui.engine.client import KVMCloneClient
+        from kvm_clone_tui.api.client import KVMCloneClient
 
         return KVMCloneClient
     raise AttributeError(name)

@@ -1,42 +1,35 @@
-"""The host agent: one standard-library-only file that the client runs on each host.
+"""The host agent, client side: the zipapp that the client ships to each host, and its identity.
 
-``AGENT_SOURCE`` holds the bytes of ``agent.py`` and ``AGENT_VERSION`` the first 16 hex digits of
-their sha256. The client either saves the source to a file on the host and runs
-``python3 FILE ARGS``, or runs ``bootstrap_argv(ARGS)`` and writes ``AGENT_SOURCE`` to its stdin
-first: the bootstrap reads exactly that many bytes, checks their hash and runs them, so the rest
-of stdin can carry a stream to ``receive``. See docs/agent.md.
+``kvm_clone_tui/agent/host/`` is the agent itself (standard library only, run on the hosts);
+``zipapp`` builds it into ``AGENT_ZIP``, deterministically, whose sha256 is ``AGENT_DIGEST``
+and whose first 16 hex digits are ``AGENT_VERSION``. ``install.py`` and ``bootstrap.py`` are
+the two small programs the client runs with ``python3 -c`` on a host: the first caches the
+zipapp there once per digest and compiles it once (``engine/remote_agent.py`` uses it), the
+second runs it from stdin, leaving nothing behind. ``protocol`` reads what the agent prints.
+See docs/agent.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Sequence
 from importlib import resources
 
-AGENT_SOURCE: bytes = resources.files(__name__).joinpath("agent.py").read_bytes()
-AGENT_VERSION: str = hashlib.sha256(AGENT_SOURCE).hexdigest()[:16]
+from kvm_clone_tui.agent import zipapp
 
-# Runs on the host's python3 (3.8+): argv = [source length, source version, agent args...].
-BOOTSTRAP = """\
-import hashlib, os, sys
-n, b = int(sys.argv[1]), b""
-while len(b) < n:
-    c = os.read(0, n - len(b))
-    if not c:
-        break
-    b += c
-if hashlib.sha256(b).hexdigest()[:16] != sys.argv[2]:
-    sys.stdout.write('{"error": "agent source did not arrive intact", "kind": "bootstrap"}\\n')
-    sys.exit(1)
-sys.argv = ["kvm-clone-agent"] + sys.argv[3:]
-exec(compile(b, "kvm-clone-agent", "exec"), {"__name__": "__main__", "__agent_source__": b})
-"""
+AGENT_ZIP: bytes = zipapp.build()
+AGENT_DIGEST: str = zipapp.digest(AGENT_ZIP)
+AGENT_VERSION: str = AGENT_DIGEST[:16]
+
+#: ``python3 -c INSTALL (check|install) VERSION DIGEST``: the host's cache of the agent.
+INSTALL: str = resources.files(__name__).joinpath("install.py").read_text()
+#: ``python3 -c BOOTSTRAP LENGTH DIGEST ARGS``: the agent from stdin, nothing left behind.
+BOOTSTRAP: str = resources.files(__name__).joinpath("bootstrap.py").read_text()
 
 
 def bootstrap_argv(args: Sequence[str], python: str = "python3") -> list[str]:
-    """The host command that runs the agent with ``args``; send AGENT_SOURCE on stdin first."""
-    return [python, "-c", BOOTSTRAP, str(len(AGENT_SOURCE)), AGENT_VERSION, *args]
+    """The host command that runs the agent with ``args``; send AGENT_ZIP on stdin first."""
+    return [python, "-c", BOOTSTRAP, str(len(AGENT_ZIP)), AGENT_DIGEST, *args]
 
 
 def bootstrap_command(args: Sequence[str], python: str = "python3") -> str:
@@ -44,4 +37,12 @@ def bootstrap_command(args: Sequence[str], python: str = "python3") -> str:
     return shlex.join(bootstrap_argv(args, python))
 
 
-__all__ = ["AGENT_SOURCE", "AGENT_VERSION", "BOOTSTRAP", "bootstrap_argv", "bootstrap_command"]
+__all__ = [
+    "AGENT_DIGEST",
+    "AGENT_VERSION",
+    "AGENT_ZIP",
+    "BOOTSTRAP",
+    "INSTALL",
+    "bootstrap_argv",
+    "bootstrap_command",
+]

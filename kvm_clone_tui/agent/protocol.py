@@ -1,7 +1,7 @@
 """Client side of the host agent's protocol: its JSON lines, progress lines and frames.
 
-The frame constants duplicate those of ``agent.py`` (which must stay import-free of this
-package); ``tests/unit/test_agent.py`` asserts that both agree.
+The frame constants are the agent's own (``host/wire.py``, defined there once): the agent
+package imports only the standard library, so the client can import it as it is.
 """
 
 from __future__ import annotations
@@ -13,17 +13,47 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-MAGIC = b"KVMCLONE1"
-FRAME_HEADER = 0x48
-FRAME_DATA = 0x44
-FRAME_ZERO = 0x5A
-FRAME_END = 0x45
-HEADER_STRUCT = struct.Struct(">B9sI")
-BLOCK_STRUCT = struct.Struct(">BQI")
-END_STRUCT = struct.Struct(">BI")
-DIGEST_SIZE = 32
-BLOCK_DIGEST_SIZE = 16
-PROTOCOL_VERSION = 1
+from kvm_clone_tui.agent.host.wire import (
+    BLOCK_DIGEST_SIZE,
+    BLOCK_STRUCT,
+    DIGEST_SIZE,
+    END_STRUCT,
+    FRAME_DATA,
+    FRAME_END,
+    FRAME_HEADER,
+    FRAME_ZERO,
+    HEADER_STRUCT,
+    MAGIC,
+    PROTOCOL_VERSION,
+)
+
+__all__ = [
+    "BLOCK_DIGEST_SIZE",
+    "BLOCK_STRUCT",
+    "DIGEST_SIZE",
+    "END_STRUCT",
+    "FRAME_DATA",
+    "FRAME_END",
+    "FRAME_HEADER",
+    "FRAME_ZERO",
+    "HEADER_STRUCT",
+    "MAGIC",
+    "PROTOCOL_VERSION",
+    "AgentFailure",
+    "BlockHashes",
+    "Extents",
+    "Frame",
+    "Progress",
+    "ReceiveResult",
+    "encode_data",
+    "encode_end",
+    "encode_header",
+    "encode_zero",
+    "iter_frames",
+    "parse_progress",
+    "parse_result",
+    "stream_digest",
+]
 
 
 class AgentFailure(Exception):

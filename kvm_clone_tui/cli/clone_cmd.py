@@ -9,17 +9,23 @@ from typing import Any
 
 from rich.console import Console
 
+from kvm_clone_tui.api.client import KVMCloneClient
+from kvm_clone_tui.api.config import ConfigError, load_config, parse_bandwidth
+from kvm_clone_tui.api.errors import CloneRefused, KVMCloneError
+from kvm_clone_tui.api.options import CloneOptions
+from kvm_clone_tui.api.plans import ClonePlan
+from kvm_clone_tui.api.results import CloneResult
+from kvm_clone_tui.api.validation import ValidationError, parse_host_spec, validate_vm_name
+from kvm_clone_tui.cli.documents import clone_plan_data, clone_result_data, document
+from kvm_clone_tui.cli.exit_codes import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+)
 from kvm_clone_tui.cli.job_output import report_failure, run_with_progress
-from kvm_clone_tui.cli.output import dump, to_data
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.clone import CloneRefused, CloneResult
-from kvm_clone_tui.engine.clone_options import CloneOptions
-from kvm_clone_tui.engine.config import ConfigError, load_config, parse_bandwidth
-from kvm_clone_tui.engine.errors import KVMCloneError
-from kvm_clone_tui.engine.plan import ClonePlan
-from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec, validate_vm_name
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = """\
 Clone VM from host SRC to host DST: copy its disks (only the data they hold), verify every
@@ -211,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(outcome, ClonePlan):
         return _report_plan(args, outcome, console, refused=not outcome.ok)
     if args.output == "json":
-        print(dump({"ok": True, "result": to_data(outcome)}, "json"))
+        print(dump(document(ok=True, result=clone_result_data(outcome)), "json"))
     else:
         note = (
             " (already done)"
@@ -232,17 +238,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plan_data(plan: ClonePlan) -> dict[str, Any]:
-    data = to_data(plan)
-    data.pop("source_xml", None)
-    data["ok"] = plan.ok
-    data["total_bytes"] = plan.total_bytes
-    return dict(data)
-
-
 def _report_plan(args: argparse.Namespace, plan: ClonePlan, console: Console, refused: bool) -> int:
     if args.output == "json":
-        print(dump({"ok": not refused, "plan": _plan_data(plan)}, "json"))
+        print(dump(document(ok=not refused, plan=clone_plan_data(plan)), "json"))
     else:
         console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
     if refused:
@@ -266,7 +264,7 @@ def run_recover(args: argparse.Namespace) -> int:
         print(f"kvm-clone recover: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.output == "json":
-        print(dump({"rolled_back": jobs}, "json"))
+        print(dump(document(rolled_back=jobs), "json"))
     else:
         print(
             f"rolled back {len(jobs)} interrupted job(s)" + (f": {', '.join(jobs)}" if jobs else "")

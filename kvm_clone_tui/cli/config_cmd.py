@@ -9,8 +9,7 @@ import sys
 import textwrap
 from typing import Any
 
-from kvm_clone_tui.cli.output import dump
-from kvm_clone_tui.engine.config import (
+from kvm_clone_tui.api.config import (
     CONFIG_ENV,
     Config,
     ConfigError,
@@ -25,6 +24,7 @@ from kvm_clone_tui.engine.config import (
     unset_key,
     write_atomically,
 )
+from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = f"""\
 Show or change kvm-clone's configuration: default hosts, per-host settings (address, user, port,

@@ -18,8 +18,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from kvm_clone_tui.api.events import JobEvent
+from kvm_clone_tui.cli.documents import failure_document
 from kvm_clone_tui.cli.output import dump
-from kvm_clone_tui.engine.progress import JobEvent
 
 T = TypeVar("T")
 
@@ -78,6 +79,5 @@ def run_with_progress(
 def report_failure(command: str, exc: Exception, output: str) -> None:
     """A failed command: a JSON document on stdout for scripts, the message on stderr."""
     if output == "json":
-        error = {"kind": getattr(exc, "kind", "error"), "message": str(exc)}
-        print(dump({"ok": False, "error": error}, "json"))
+        print(dump(failure_document(exc), "json"))
     print(f"kvm-clone {command}: failed: {exc}", file=sys.stderr)

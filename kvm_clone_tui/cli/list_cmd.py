@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
-from kvm_clone_tui.cli.output import dump, table, to_data
-from kvm_clone_tui.engine.client import HostListing, KVMCloneClient
-from kvm_clone_tui.engine.config import Config, ConfigError, load_config
-from kvm_clone_tui.engine.models import VM, VMState
-from kvm_clone_tui.engine.units import format_bytes
-from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec
-
-EXIT_OK, EXIT_HOST_FAILED, EXIT_USAGE = 0, 1, 2
+from kvm_clone_tui.api.client import KVMCloneClient
+from kvm_clone_tui.api.config import Config, ConfigError, load_config
+from kvm_clone_tui.api.models import VM, HostListing, VMState
+from kvm_clone_tui.api.units import format_bytes
+from kvm_clone_tui.api.validation import ValidationError, parse_host_spec
+from kvm_clone_tui.cli.documents import listing_document
+from kvm_clone_tui.cli.exit_codes import EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE
+from kvm_clone_tui.cli.output import dump, table
 
 DESCRIPTION = """\
 List the VMs of one or more hosts, read in parallel over one SSH connection per host.
@@ -120,24 +119,6 @@ def render_table(listings: list[HostListing]) -> str:
     return "\n\n".join(blocks)
 
 
-def listing_data(listings: list[HostListing]) -> dict[str, Any]:
-    """The JSON/YAML document: one entry per host, with ``ok`` and ``error``."""
-    hosts = []
-    for listing in listings:
-        entry: dict[str, Any] = {"host": listing.host, "ok": listing.inventory is not None}
-        if listing.error is not None:
-            entry["error"] = {
-                "kind": getattr(listing.error, "kind", "error"),
-                "message": getattr(listing.error, "message", str(listing.error)),
-            }
-        if listing.inventory is not None:
-            data = to_data(listing.inventory)
-            data.pop("host", None)
-            entry.update(data)
-        hosts.append(entry)
-    return {"hosts": hosts}
-
-
 async def _list(config: Config, hosts: list[str], status: VMState | None) -> list[HostListing]:
     async with KVMCloneClient(config) as client:
         return await client.list_vms(hosts, status=status)
@@ -165,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "table":
         print(render_table(listings))
     else:
-        print(dump(listing_data(listings), args.output))
+        print(dump(listing_document(listings), args.output))
     for listing in listings:
         if listing.error is not None:
             print(f"kvm-clone list: {listing.error}", file=sys.stderr)

@@ -9,16 +9,25 @@ from typing import Any
 
 from rich.console import Console
 
+from kvm_clone_tui.api.client import KVMCloneClient, unfinished_jobs
+from kvm_clone_tui.api.config import ConfigError, load_config
+from kvm_clone_tui.api.errors import CloneRefused, KVMCloneError, ResumeError
+from kvm_clone_tui.api.results import CloneResult
+from kvm_clone_tui.cli.documents import (
+    clone_result_data,
+    document,
+    error_data,
+    unfinished_job_data,
+)
+from kvm_clone_tui.cli.exit_codes import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+)
 from kvm_clone_tui.cli.job_output import TextProgress, report_failure, run_with_progress
-from kvm_clone_tui.cli.output import dump, to_data
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.clone import CloneRefused, CloneResult
-from kvm_clone_tui.engine.config import ConfigError, load_config
-from kvm_clone_tui.engine.errors import KVMCloneError
-from kvm_clone_tui.engine.journal import Journal, unfinished
-from kvm_clone_tui.engine.resume import ResumeError, resume_blocker
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = """\
 Finish clones that were interrupted (kill -9, a crash, a dropped connection, Ctrl-C of a clone
@@ -67,28 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(run=run)
 
 
-def _job_data(journal: Journal, running: bool) -> dict[str, Any]:
-    record = journal.record
-    blocker = resume_blocker(record)
-    return {
-        "job_id": record.job_id,
-        "state": record.state,
-        "vm": record.vm,
-        "source_host": record.source_host,
-        "dest_host": record.dest_host,
-        "new_name": record.new_name,
-        "created": record.created,
-        "running": running,
-        "resumable": blocker is None and not running,
-        "why_not": "still running in process " + str(record.owner_pid) if running else blocker,
-    }
-
-
 def _list(output: str) -> int:
-    idle = {j.record.job_id for j in unfinished()}
-    jobs = [_job_data(j, j.record.job_id not in idle) for j in unfinished(include_running=True)]
+    jobs = [unfinished_job_data(j) for j in unfinished_jobs(include_running=True)]
     if output == "json":
-        print(dump({"jobs": jobs}, "json"))
+        print(dump(document(jobs=jobs), "json"))
         return EXIT_OK
     if not jobs:
         print("no unfinished jobs")
@@ -128,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.list:
             return _list(args.output)
-        job_ids = [args.job] if args.job else [j.record.job_id for j in unfinished()]
+        job_ids = [args.job] if args.job else [j.job_id for j in unfinished_jobs()]
     except ConfigError as exc:
         print(f"kvm-clone resume: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -152,19 +143,15 @@ def run(args: argparse.Namespace) -> int:
     failed = [(j, o) for j, o in outcomes if isinstance(o, Exception)]
     if args.output == "json":
         if args.job:
-            print(dump({"ok": True, "result": to_data(outcomes[0][1])}, "json"))
+            print(dump(document(ok=True, result=_outcome_data(outcomes[0][1])), "json"))
         else:
             jobs = [
-                {
-                    "job_id": j,
-                    "ok": False,
-                    "error": {"kind": getattr(o, "kind", "error"), "message": str(o)},
-                }
+                {"job_id": j, "ok": False, "error": error_data(o)}
                 if isinstance(o, Exception)
-                else {"job_id": j, "ok": True, "result": to_data(o)}
+                else {"job_id": j, "ok": True, "result": clone_result_data(o)}
                 for j, o in outcomes
             ]
-            print(dump({"ok": not failed, "jobs": jobs}, "json"))
+            print(dump(document(ok=not failed, jobs=jobs), "json"))
     else:
         if not outcomes:
             console.print("nothing to resume: no unfinished jobs")
@@ -189,3 +176,9 @@ def _summary(job_id: str, result: CloneResult) -> str:
         f"cloned {result.vm} -> {result.dest_host}:{result.new_name} ({how}"
         f"{result.bytes_copied / mib:.1f} MiB sent in {result.seconds:.1f} s)"
     )
+
+
+def _outcome_data(outcome: CloneResult | Exception) -> dict[str, Any]:
+    """The one job's outcome (``resume JOB`` raises its failure instead: it is a result)."""
+    assert isinstance(outcome, CloneResult)
+    return clone_result_data(outcome)

@@ -6,16 +6,22 @@ import argparse
 import asyncio
 import sys
 
+from kvm_clone_tui.api.client import KVMCloneClient
+from kvm_clone_tui.api.config import load_config
+from kvm_clone_tui.api.errors import KVMCloneError, RevertRefused
+from kvm_clone_tui.api.results import RevertResult
+from kvm_clone_tui.api.units import format_bytes
+from kvm_clone_tui.api.validation import ValidationError, parse_host_spec, validate_vm_name
+from kvm_clone_tui.cli.documents import document, failure_document, revert_result_data
+from kvm_clone_tui.cli.exit_codes import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+)
 from kvm_clone_tui.cli.job_output import report_failure
-from kvm_clone_tui.cli.output import dump, to_data
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import load_config
-from kvm_clone_tui.engine.errors import KVMCloneError
-from kvm_clone_tui.engine.sync_undo import RevertRefused, RevertResult
-from kvm_clone_tui.engine.units import format_bytes
-from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec, validate_vm_name
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = """\
 Put the clone VM on DST back as it was before its last sync, when that sync was made with
@@ -73,14 +79,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except RevertRefused as exc:
         if args.output == "json":
-            print(dump({"ok": False, "error": {"kind": "refused", "message": str(exc)}}, "json"))
+            print(dump(failure_document(exc, "refused"), "json"))
         print(f"kvm-clone revert: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except (KVMCloneError, ValidationError) as exc:
         report_failure("revert", exc, args.output)
         return EXIT_FAILED
     if args.output == "json":
-        print(dump({"ok": True, "result": to_data(result)}, "json"))
+        print(dump(document(ok=True, result=revert_result_data(result)), "json"))
     else:
         print(
             f"reverted {result.target} on {result.dest_host} to before sync {result.sync_job}: "

@@ -8,16 +8,24 @@ from typing import Any
 
 from rich.console import Console
 
+from kvm_clone_tui.api.client import KVMCloneClient
+from kvm_clone_tui.api.config import ConfigError, load_config, parse_bandwidth
+from kvm_clone_tui.api.errors import KVMCloneError, SyncRefused
+from kvm_clone_tui.api.options import SyncOptions
+from kvm_clone_tui.api.plans import SyncPlan
+from kvm_clone_tui.api.results import SyncResult
+from kvm_clone_tui.api.units import format_bytes
+from kvm_clone_tui.api.validation import ValidationError, parse_host_spec, validate_vm_name
+from kvm_clone_tui.cli.documents import document, sync_plan_data, sync_result_data
+from kvm_clone_tui.cli.exit_codes import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+)
 from kvm_clone_tui.cli.job_output import TextProgress, report_failure, run_with_progress
-from kvm_clone_tui.cli.output import dump, to_data
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import ConfigError, load_config, parse_bandwidth
-from kvm_clone_tui.engine.errors import KVMCloneError
-from kvm_clone_tui.engine.sync import SyncOptions, SyncPlan, SyncRefused, SyncResult
-from kvm_clone_tui.engine.units import format_bytes
-from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec, validate_vm_name
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = """\
 Bring the clone of VM on DST (made by `kvm-clone clone`) up to date with the source, moving
@@ -142,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(outcome, SyncPlan):
         return _report_plan(args, outcome, console)
     if args.output == "json":
-        print(dump({"ok": True, "result": to_data(outcome)}, "json"))
+        print(dump(document(ok=True, result=sync_result_data(outcome)), "json"))
     else:
         console.print(
             f"synced {outcome.vm} -> {outcome.dest_host}:{outcome.target}: "
@@ -158,9 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _report_plan(args: argparse.Namespace, plan: SyncPlan, console: Console) -> int:
     if args.output == "json":
-        data = to_data(plan)
-        data.pop("dest_xml", None)
-        print(dump({"ok": plan.ok, "plan": data}, "json"))
+        print(dump(document(ok=plan.ok, plan=sync_plan_data(plan)), "json"))
     else:
         console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
     if not plan.ok:

@@ -19,20 +19,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from kvm_clone_tui.api.options import SYNC_BLOCK_SIZE
+from kvm_clone_tui.api.results import TransferResult
+from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import Journal, StagedFile
 from kvm_clone_tui.engine.progress import RateMeter, disk_progress
 from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
-from kvm_clone_tui.engine.sync import SYNC_BLOCK_SIZE, _hashes
+from kvm_clone_tui.engine.sync import _hashes
 from kvm_clone_tui.engine.transfer import (
     FileTransfer,
     ProgressCallback,
     TransferError,
     TransferOptions,
-    TransferResult,
     copy_file,
 )
-from kvm_clone_tui.engine.units import format_bytes
 
 Note = Callable[[str, str], None]
 
@@ -136,7 +137,7 @@ async def resume_file(
     src_hashes, dst_hashes, layout = await asyncio.gather(
         _hashes(src_agent, item.source_path, bs, algo),
         _hashes(dst_agent, item.dest_path, bs, algo, index_root),
-        src_agent.call(["extents", item.source_path]),
+        src_agent.extents(item.source_path),
     )
     size, mine = src_hashes.size, src_hashes.blocks
     their_size, theirs = dst_hashes.size, dst_hashes.blocks

@@ -76,13 +76,12 @@ async def around_metadata_change(
     file's index for what it became; an index that did not describe the file before is
     dropped instead."""
     agent = RemoteAgent(host)
-    stat, before = await asyncio.gather(agent.call(["stat", path]), qcow2_data_ranges(host, path))
-    st = stat["paths"][path]
+    stat, before = await asyncio.gather(agent.stat([path]), qcow2_data_ranges(host, path))
+    st = stat[path]
     if "error" in st:
         return await change()
     was = ",".join(str(st[k]) for k in ("dev", "ino", "size", "mtime_ns", "ctime_ns"))
     result = await change()
     kept = intersect(before, await qcow2_data_ranges(host, path))
-    args = ["index-refresh", path, "--root", root, "--was", was]
-    await agent.call(args, input=json.dumps(kept), timeout=600)
+    await agent.index_refresh(path, root=root, was=was, kept=kept)
     return result

@@ -20,16 +20,15 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
+from kvm_clone_tui.api.errors import HostError, LibvirtError
+from kvm_clone_tui.api.plans import BitmapDisk
+from kvm_clone_tui.api.validation import shell_quote_argv
 from kvm_clone_tui.engine import block_index
-from kvm_clone_tui.engine.errors import HostError, LibvirtError
 from kvm_clone_tui.engine.hosts import Host
-from kvm_clone_tui.engine.models import VM, DiskDevice
-from kvm_clone_tui.engine.validation import shell_quote_argv
 
 CHECKPOINT_PREFIX = "kvmclone-"
 
@@ -37,36 +36,6 @@ CHECKPOINT_PREFIX = "kvmclone-"
 def checkpoint_name(job_id: str) -> str:
     """The checkpoint (and bitmap) name a job leaves on the source."""
     return f"{CHECKPOINT_PREFIX}{job_id}"
-
-
-@dataclass(frozen=True)
-class BitmapDisk:
-    """A source disk that carries the checkpoint's bitmap."""
-
-    target: str
-    path: str
-
-
-def bitmap_disks(vm: VM) -> tuple[list[BitmapDisk], str | None]:
-    """The VM's disks that can carry bitmaps, or why the VM cannot (then the list is empty).
-
-    Every disk must be a qcow2 file without a backing chain: a bitmap records writes to the top
-    image only, and raw images have no place for one.
-    """
-    disks: list[BitmapDisk] = []
-    for disk in vm.disks:
-        if disk.device is not DiskDevice.DISK:
-            continue
-        if disk.source_type != "file" or disk.path is None:
-            return [], f"disk {disk.target} is not a file"
-        if disk.format != "qcow2":
-            return [], f"disk {disk.target} is {disk.format or 'raw'}: dirty bitmaps need qcow2"
-        if disk.backing_chain:
-            return [], f"disk {disk.target} has a backing chain: its bitmap covers the top only"
-        disks.append(BitmapDisk(disk.target, disk.path))
-    if not disks:
-        return [], "the VM has no disk"
-    return disks, None
 
 
 def checkpoint_xml(

@@ -22,14 +22,16 @@ import functools
 import posixpath
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import libvirt
 
+from kvm_clone_tui.api.errors import CloneFailed, CloneRefused, HostError, KVMCloneError
+from kvm_clone_tui.api.plans import ClonePlan, FilePlan
+from kvm_clone_tui.api.results import CloneResult, TransferResult
 from kvm_clone_tui.engine import clone_checkpoint
 from kvm_clone_tui.engine.block_compare import resume_file
 from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.errors import HostError, KVMCloneError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import (
     COMMITTED,
@@ -45,7 +47,6 @@ from kvm_clone_tui.engine.journal import (
     StagedFile,
 )
 from kvm_clone_tui.engine.live_source import LiveSource, backup_begin, backup_end
-from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.resume import adopt_staged, keep_for_resume, options_record
@@ -59,57 +60,11 @@ from kvm_clone_tui.engine.transfer import (
     DirectRouteUnavailable,
     FileTransfer,
     TransferOptions,
-    TransferResult,
     copy_file,
 )
 
 EventCallback = Callable[[JobEvent], None]
 ASIDE_PREFIX = ".kvmclone-replaced-"
-
-
-class CloneRefused(KVMCloneError):
-    """The plan has conflicts; nothing was copied."""
-
-    def __init__(self, plan: ClonePlan) -> None:
-        super().__init__("clone refused: " + "; ".join(plan.conflicts))
-        self.plan = plan
-
-
-class CloneFailed(KVMCloneError):
-    """A clone failed and, as asked, was not rolled back yet (see ``run_clone``)."""
-
-    def __init__(self, job_id: str, journal: Journal, cause: Exception) -> None:
-        super().__init__(f"clone failed: {cause} (job {job_id}; staged files kept)")
-        self.job_id = job_id
-        self.journal = journal
-        self.cause = cause
-
-    @property
-    def staged(self) -> list[str]:
-        """The files this job left on the destination."""
-        return [f.final if f.committed else f.staging for f in self.journal.record.files]
-
-
-@dataclass(frozen=True)
-class CloneResult:
-    """What a finished clone did."""
-
-    job_id: str
-    source_host: str
-    dest_host: str
-    vm: str
-    new_name: str
-    uuid: str
-    route: str
-    files: tuple[TransferResult, ...]
-    bytes_copied: int
-    seconds: float
-    started: bool
-    already_done: bool = False
-    warnings: tuple[str, ...] = ()
-    consistency: str | None = None  # live clones: application- or crash-consistent
-    resumed_from: str | None = None  # the interrupted job whose staged files this one finished
-    bytes_reused: int = 0  # data bytes a resume found staged and verified, not sent again
 
 
 class _Events:
@@ -227,7 +182,7 @@ async def run_clone(
         if plan.replace_existing:
             await _move_replaced_aside(dst, dst_agent, plan, journal, events)
         for staged in journal.record.files:
-            await dst_agent.call(["rename", staged.staging, staged.final, "--root", plan.pool_path])
+            await dst_agent.rename(staged.staging, staged.final, root=plan.pool_path)
             staged.committed = True
             journal.save()
         await commit_tpm_state(dst, journal)
@@ -237,9 +192,7 @@ async def run_clone(
         events.step("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})")
         await _record_checkpoint(dst, plan, journal, events)
         for aside in journal.record.replaced_files:
-            await dst_agent.call(
-                ["remove", aside.staging, "--root", plan.pool_path, "--missing-ok"]
-            )
+            await dst_agent.remove(aside.staging, root=plan.pool_path, missing_ok=True)
         await drop_replaced_tpm_state(dst, journal.record.replaced_xml)
         started = False
         if plan.options.start:
@@ -254,11 +207,11 @@ async def run_clone(
         if keep_for_resume(plan, journal):
             _keep_for_resume(journal, events, "cancelled" if cancelled else str(exc))
             if isinstance(exc, Exception):
-                raise CloneFailed(plan.job_id, journal, exc) from exc
+                raise CloneFailed(plan.job_id, staged_paths(journal), exc) from exc
             raise
         if not auto_rollback and not cancelled and isinstance(exc, Exception):
             journal.step(FAILED, f"kept for the operator to decide: {exc}")
-            raise CloneFailed(plan.job_id, journal, exc) from exc
+            raise CloneFailed(plan.job_id, staged_paths(journal), exc) from exc
         await asyncio.shield(rollback(client, journal, events))
         raise
     return CloneResult(
@@ -278,6 +231,11 @@ async def run_clone(
         resumed_from=journal.record.adopted_from,
         bytes_reused=sum(f.reused for f in journal.record.files),
     )
+
+
+def staged_paths(journal: Journal) -> list[str]:
+    """The files a job left on the destination (committed ones under their final names)."""
+    return [f.final if f.committed else f.staging for f in journal.record.files]
 
 
 def _keep_for_resume(journal: Journal, events: _Events, why: str) -> None:
@@ -401,7 +359,7 @@ async def _copy_all(
                 ],
                 timeout=None,
             )
-            await dst_agent.call(["remove", raw, "--root", plan.pool_path, "--missing-ok"])
+            await dst_agent.remove(raw, root=plan.pool_path, missing_ok=True)
             events.step("stage", f"{file.label}: converted to {file.format}")
     route = "relay" if state["options"].direct is None else "direct"
     return results, route
@@ -468,7 +426,7 @@ async def _move_replaced_aside(
         aside_path = f"{aside[0]}/{ASIDE_PREFIX}{plan.job_id}-{aside[1]}"
         journal.record.replaced_files.append(StagedFile(aside_path, path))
         journal.save()
-        await agent.call(["rename", path, aside_path, "--root", plan.pool_path])
+        await agent.rename(path, aside_path, root=plan.pool_path)
     await dst.libvirt.call(
         lambda c: c.lookupByName(plan.new_name).undefineFlags(
             libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
@@ -503,14 +461,14 @@ async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | N
     for staged in record.files:
         path = staged.final if staged.committed else staged.staging
         try:
-            await agent.call(["remove", path, "--root", record.pool_path, "--missing-ok"])
+            await agent.remove(path, root=record.pool_path, missing_ok=True)
             staged.committed = False
         except (HostError, KVMCloneError, Exception) as exc:
             problems.append(f"{path}: {exc}")
     problems += await rollback_tpm_state(dst, record)
     for temporary in record.temporaries:
         try:
-            await agent.call(["remove", temporary, "--root", record.pool_path, "--missing-ok"])
+            await agent.remove(temporary, root=record.pool_path, missing_ok=True)
         except Exception as exc:
             problems.append(f"{temporary}: {exc}")
     if record.source_backup:
@@ -526,7 +484,7 @@ async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | N
             problems.append(f"deleting checkpoint {record.source_checkpoint} of {record.vm}: {exc}")
     for aside in record.replaced_files:
         try:
-            await agent.call(["rename", aside.staging, aside.final, "--root", record.pool_path])
+            await agent.rename(aside.staging, aside.final, root=record.pool_path)
         except Exception as exc:
             problems.append(f"restoring {aside.final}: {exc}")
     if record.replaced_xml:

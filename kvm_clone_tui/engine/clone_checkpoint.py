@@ -16,12 +16,12 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 
+from kvm_clone_tui.api.models import VMState
+from kvm_clone_tui.api.plans import ClonePlan, bitmap_disks
 from kvm_clone_tui.engine import checkpoints, sync_undo
 from kvm_clone_tui.engine.domain_rewrite import KVMCLONE_NS, read_clone_metadata
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import Journal
-from kvm_clone_tui.engine.models import VMState
-from kvm_clone_tui.engine.plan import ClonePlan
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 
 
@@ -30,7 +30,7 @@ def wanted(plan: ClonePlan) -> str | None:
     (or ``--no-checkpoint``)."""
     if not plan.options.checkpoint:
         return None
-    disks, why = checkpoints.bitmap_disks(plan.vm)
+    disks, why = bitmap_disks(plan.vm)
     return checkpoints.checkpoint_name(plan.job_id) if why is None and disks else None
 
 
@@ -39,7 +39,7 @@ def live_xml(plan: ClonePlan, journal: Journal) -> str | None:
     name = wanted(plan)
     if name is None:
         return None
-    disks, _ = checkpoints.bitmap_disks(plan.vm)
+    disks, _ = bitmap_disks(plan.vm)
     journal.record.source_checkpoint = name
     journal.save()
     return checkpoints.checkpoint_xml(name, disks, [d.target for d in plan.vm.disks])
@@ -54,14 +54,14 @@ async def before_copy(src: Host, plan: ClonePlan, journal: Journal) -> ClonePlan
     name = wanted(plan)
     if name is None or plan.live or plan.vm.state is not VMState.SHUT_OFF:
         return plan
-    disks, _ = checkpoints.bitmap_disks(plan.vm)
+    disks, _ = bitmap_disks(plan.vm)
     journal.record.source_checkpoint = name
     journal.save()
     await checkpoints.create_offline(
         src, plan.vm.name, name, disks, [d.target for d in plan.vm.disks]
     )
     paths = [f.source_path for f in plan.files if f.role == "disk"]
-    found = (await RemoteAgent(src).call(["stat", *paths]))["paths"]
+    found = await RemoteAgent(src).stat(paths)
     files = []
     for file in plan.files:
         size = found.get(file.source_path, {}).get("size")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from xml.parsers import expat
 
-from kvm_clone_tui.engine.validation import (
+from kvm_clone_tui.api.validation import (
     ValidationError,
     validate_remote_path,
     validate_vm_name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from kvm_clone_tui.engine.models import NIC, BackingFile, Disk, DiskDevice
+from kvm_clone_tui.api.models import NIC, BackingFile, Disk, DiskDevice
 
 
 class DomainXMLError(ValueError):

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import asyncssh
 
-from kvm_clone_tui.engine.errors import HostError, RemoteCommandError
+from kvm_clone_tui.api.errors import HostError, RemoteCommandError
+from kvm_clone_tui.api.validation import HostSpec, parse_host_spec, shell_quote_argv
 from kvm_clone_tui.engine.libvirt_conn import DEFAULT_URI, LibvirtConnection
 from kvm_clone_tui.engine.ssh import SSHSettings, connect
-from kvm_clone_tui.engine.validation import HostSpec, parse_host_spec, shell_quote_argv
 
 
 @dataclass(frozen=True)

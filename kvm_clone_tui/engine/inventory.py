@@ -18,17 +18,18 @@ from typing import Any
 
 import libvirt
 
-from kvm_clone_tui.engine.domain_xml import DomainXMLError, parse_domain
-from kvm_clone_tui.engine.hosts import Host
-from kvm_clone_tui.engine.libvirt_conn import LibvirtConnection
-from kvm_clone_tui.engine.models import (
+from kvm_clone_tui.api.models import (
     VM,
     BackingFile,
     Disk,
     HostInventory,
+    InventoryEvent,
     Pool,
     VMState,
 )
+from kvm_clone_tui.engine.domain_xml import DomainXMLError, parse_domain
+from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.libvirt_conn import LibvirtConnection
 
 log = logging.getLogger(__name__)
 
@@ -271,17 +272,6 @@ def read_one_vm(conn: libvirt.virConnect, name: str) -> VM | None:
             return None
         raise
     return read_vm(conn, dom, stats[0][1]) if stats else None
-
-
-@dataclass(frozen=True)
-class InventoryEvent:
-    """A VM appeared, changed or disappeared on a host."""
-
-    host: str
-    kind: str  # added | changed | removed | disconnected (then name is "" and vm None)
-    name: str
-    vm: VM | None
-    inventory: HostInventory
 
 
 class InventoryTracker:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import asyncssh
 import libvirt
 
-from kvm_clone_tui.engine.errors import LibvirtError
+from kvm_clone_tui.api.errors import LibvirtError
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from kvm_clone_tui.engine.errors import LibvirtError
+from kvm_clone_tui.api.errors import LibvirtError
 from kvm_clone_tui.engine.hosts import Host
 
 SOCKET_DIR = "/var/lib/libvirt/qemu"

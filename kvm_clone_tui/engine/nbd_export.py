@@ -13,7 +13,7 @@ import contextlib
 import posixpath
 from dataclasses import dataclass
 
-from kvm_clone_tui.engine.errors import HostError
+from kvm_clone_tui.api.errors import HostError
 from kvm_clone_tui.engine.hosts import Host
 
 SOCKET_DIR = "/var/lib/libvirt/qemu"

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import posixpath
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 
 import asyncssh
 import libvirt
 
-from kvm_clone_tui.engine.checkpoints import bitmap_disks
+from kvm_clone_tui.api.errors import HostError
+from kvm_clone_tui.api.models import VM, DiskDevice, VMState
+from kvm_clone_tui.api.options import CloneOptions
+from kvm_clone_tui.api.plans import ClonePlan, DirectEndpoint, FilePlan
+from kvm_clone_tui.api.units import format_bytes
+from kvm_clone_tui.api.validation import (
+    ValidationError,
+    parse_host_spec,
+    validate_remote_path,
+    validate_vm_name,
+)
 from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.clone_options import CloneOptions
 from kvm_clone_tui.engine.cpu_compat import check_cpu
 from kvm_clone_tui.engine.domain_rewrite import (
     DiskMapping,
@@ -30,157 +37,15 @@ from kvm_clone_tui.engine.domain_rewrite import (
     read_clone_metadata,
     rewrite_domain,
 )
-from kvm_clone_tui.engine.errors import HostError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import STAGING_PREFIX, new_job_id
-from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
-from kvm_clone_tui.engine.tpm_state import TpmStatePlan, plan_tpm_state
-from kvm_clone_tui.engine.transfer import DirectEndpoint
-from kvm_clone_tui.engine.units import format_bytes
-from kvm_clone_tui.engine.validation import (
-    ValidationError,
-    parse_host_spec,
-    validate_remote_path,
-    validate_vm_name,
-)
+from kvm_clone_tui.engine.tpm_state import plan_tpm_state
 
 SPACE_MARGIN_MIN = 64 << 20
 SPACE_MARGIN_FRACTION = 0.02
 
-# Prints what a source disk path really is: {"real": ..., "link": bool, "kind": "file"|...}.
-_STAT = """\
-import json, os, stat, sys
-out = []
-for p in sys.argv[1:]:
-    try:
-        st = os.stat(p)
-        kind = "file" if stat.S_ISREG(st.st_mode) else "block" if stat.S_ISBLK(st.st_mode) \
-            else "other"
-        out.append({"path": p, "real": os.path.realpath(p), "link": os.path.islink(p),
-                    "kind": kind})
-    except OSError as e:
-        out.append({"path": p, "error": e.strerror})
-print(json.dumps(out))
-"""
-
 _EXISTING = 'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then printf "%s\\n" "$p"; fi; done'
-
-
-@dataclass(frozen=True)
-class FilePlan:
-    """One file to copy: a disk image, a layer of its backing chain, or the NVRAM."""
-
-    label: str  # vda, vda.backing1, nvram
-    role: str  # disk | backing | nvram
-    format: str
-    source_path: str
-    final_path: str
-    staging_path: str
-    size: int  # apparent size of the source file
-    allocated: int  # data bytes that will move
-    virtual_size: int | None = None
-    rebase_to: tuple[str, str] | None = None  # (final backing path, format) once staged
-    live_export: str | None = None  # live clone: read this export of the source's backup job
-
-    @property
-    def raw_staging_path(self) -> str | None:
-        """Live clones of non-raw disks arrive raw here, then become ``format`` at staging."""
-        if self.live_export is None or self.format == "raw":
-            return None
-        return self.staging_path + ".raw"
-
-
-@dataclass(frozen=True)
-class ClonePlan:
-    """A checked clone, ready to run (when ``ok``)."""
-
-    job_id: str
-    source_host: str
-    dest_host: str
-    vm: VM
-    new_name: str
-    new_uuid: str
-    pool: str
-    pool_path: str
-    pool_available: int
-    files: tuple[FilePlan, ...]
-    route: str  # direct | relay
-    route_reason: str
-    compress: bool
-    compress_reason: str
-    required_space: int
-    source_xml: str
-    dest_xml: str = ""  # the definition the clone gets (empty when conflicts refuse it)
-    direct: DirectEndpoint | None = None
-    cdroms_present: frozenset[str] = frozenset()
-    conflicts: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    replace_existing: bool = False
-    already_done: bool = False
-    options: CloneOptions = field(default_factory=CloneOptions)
-    tpm: TpmStatePlan | None = None  # the emulated TPM's state to copy (None: none to copy)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing refuses the clone."""
-        return not self.conflicts
-
-    @property
-    def live(self) -> bool:
-        """True when the source runs: its disks are read from a backup job's point in time."""
-        return any(f.live_export for f in self.files)
-
-    @property
-    def total_bytes(self) -> int:
-        """Data bytes to move, all files together."""
-        return sum(f.allocated for f in self.files)
-
-    def checkpoint_note(self) -> str:
-        """What the clone leaves on the source for later syncs (docs/sync.md)."""
-        if not self.options.checkpoint:
-            return "none (--no-checkpoint): syncs compare block hashes"
-        disks, why = bitmap_disks(self.vm)
-        if why is not None or not disks:
-            return f"none ({why}): syncs compare block hashes"
-        return (
-            f"kvmclone-{self.job_id} on {self.source_host} (a dirty bitmap per disk): "
-            "syncs read only what changes"
-        )
-
-    def describe(self) -> str:
-        """The plan for people (what ``--dry-run`` prints)."""
-        lines = [
-            f"clone {self.vm.name} ({self.vm.state.value}) from {self.source_host} "
-            f"to {self.dest_host} as {self.new_name}",
-            f"  uuid {self.new_uuid}, pool {self.pool} ({self.pool_path})",
-            f"  data path: {self.route} ({self.route_reason})",
-            f"  compression: {'on' if self.compress else 'off'} ({self.compress_reason})",
-            f"  space: needs {format_bytes(self.required_space)}, "
-            f"{format_bytes(self.pool_available)} free",
-        ]
-        for f in self.files:
-            virtual = f" virtual {format_bytes(f.virtual_size)}," if f.virtual_size else ""
-            lines.append(
-                f"  {f.label:<14} {f.format:<6}{virtual} {format_bytes(f.allocated)} to copy: "
-                f"{f.source_path} -> {f.final_path}"
-            )
-        if self.tpm is not None:
-            lines.append(
-                f"  {'tpm':<14} state  {format_bytes(self.tpm.size)} to copy: "
-                f"{self.tpm.source_dir} -> {self.tpm.final_dir}"
-            )
-        if self.replace_existing:
-            lines.append(
-                f"  replaces the existing {self.new_name} on {self.dest_host} "
-                "once the copy is verified"
-            )
-        if self.already_done:
-            lines.append("  already done: the destination VM is a clone of this VM")
-        lines.append(f"  checkpoint: {self.checkpoint_note()}")
-        lines += [f"  WARNING: {w}" for w in self.warnings]
-        lines += [f"  REFUSED: {c}" for c in self.conflicts]
-        return "\n".join(lines)
 
 
 def _extension(fmt: str) -> str:
@@ -583,7 +448,7 @@ async def _file_plans(
         except ValidationError as exc:
             conflicts.append(f"unsafe source path: {exc}")
             return []
-    stats = json.loads((await src.run(["python3", "-c", _STAT, *paths])).stdout)
+    stats = await agent.resolve(paths)
     plans: list[FilePlan] = []
     for (label, role, src_path, file_fmt, virtual, final_name), st in zip(
         sources, stats, strict=True
@@ -598,7 +463,7 @@ async def _file_plans(
             warnings.append(
                 f"{label}: {src_path} is a symlink to {st['real']}; its target is copied"
             )
-        extents = await agent.call(["extents", st["real"]])
+        extents = await agent.extents(st["real"])
         export = label if live and role == "disk" else None
         if export is not None:  # the export is the guest's view: virtual size, data extents
             disk = next(d for d in disks if d.target == label)

@@ -1,42 +1,13 @@
-"""Progress of long work: per-disk bytes, rate and ETA, and the events jobs emit."""
+"""Progress of long work: per-disk rates and ETAs (the values live in api.events)."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
+from kvm_clone_tui.api.events import DiskProgress, JobEvent
 
-@dataclass(frozen=True)
-class DiskProgress:
-    """One disk's copy: bytes done of total, current rate (bytes/s) and seconds left."""
-
-    target: str
-    done: int
-    total: int
-    rate: float
-    eta: float | None
-    finished: bool = False
-
-    @property
-    def fraction(self) -> float:
-        """Done as a fraction of the total (1.0 for an empty disk)."""
-        return min(1.0, self.done / self.total) if self.total else 1.0
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """Something a job did: a step of its transaction log, or progress of its disks.
-
-    ``step`` is one of: plan, stage, copy, verify, define, commit, start, rollback, done,
-    failed, warning, info.
-    """
-
-    job_id: str
-    step: str
-    message: str
-    disks: tuple[DiskProgress, ...] = ()
-    time: float = field(default_factory=time.time)
+__all__ = ["DiskProgress", "JobEvent", "RateMeter", "disk_progress"]
 
 
 class RateMeter:

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any
 
-from kvm_clone_tui.engine.clone_options import CloneOptions
-from kvm_clone_tui.engine.errors import KVMCloneError
+from kvm_clone_tui.api.errors import ResumeError
+from kvm_clone_tui.api.options import CloneOptions
+from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.engine.journal import (
     ADOPTED,
     COMMITTED,
@@ -32,19 +33,14 @@ from kvm_clone_tui.engine.journal import (
 )
 from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
-from kvm_clone_tui.engine.units import format_bytes
 
 if TYPE_CHECKING:
+    from kvm_clone_tui.api.plans import ClonePlan
+    from kvm_clone_tui.api.results import CloneResult
     from kvm_clone_tui.engine.client import KVMCloneClient
-    from kvm_clone_tui.engine.clone import CloneResult
     from kvm_clone_tui.engine.hosts import Host
-    from kvm_clone_tui.engine.plan import ClonePlan
 
 EventCallback = Callable[[JobEvent], None]
-
-
-class ResumeError(KVMCloneError):
-    """A job cannot be resumed at all (unknown, still running, or from an older version)."""
 
 
 def options_record(options: CloneOptions) -> dict[str, Any]:
@@ -155,7 +151,7 @@ async def adopt_staged(
         if found.exit_status == 0:
             blocks, unit = (int(x) for x in found.stdout.split())
             staged_bytes += blocks * unit
-            await agent.call(["rename", old_path, staged.staging, "--root", record.pool_path])
+            await agent.rename(old_path, staged.staging, root=record.pool_path)
         old.record.files = [f for f in old.record.files if f.staging != old_path]
         old.save()
     await rollback(client, old)  # its checkpoint, TPM state, temporaries: not its disks

@@ -20,12 +20,12 @@ from typing import Literal
 
 import asyncssh
 
-from kvm_clone_tui.engine.errors import (
+from kvm_clone_tui.api.errors import (
     AuthenticationError,
     HostKeyError,
     HostUnreachableError,
 )
-from kvm_clone_tui.engine.validation import HostSpec, parse_host_spec
+from kvm_clone_tui.api.validation import HostSpec, parse_host_spec
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kvm_clone_tui.agent.protocol import AgentFailure
+from kvm_clone_tui.api.errors import HostError, KVMCloneError, SyncRefused
+from kvm_clone_tui.api.models import VM, DiskDevice, VMState
+from kvm_clone_tui.api.options import SyncOptions
+from kvm_clone_tui.api.plans import FilePair, SyncPlan, bitmap_disks
+from kvm_clone_tui.api.results import FileSync, SyncResult, TransferResult
+from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
-from kvm_clone_tui.engine.checkpoints import BitmapDisk
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone_checkpoint import replace_clone_metadata, set_clone_metadata
 from kvm_clone_tui.engine.domain_rewrite import (
@@ -45,156 +50,19 @@ from kvm_clone_tui.engine.domain_rewrite import (
     read_clone_metadata,
     rewrite_domain,
 )
-from kvm_clone_tui.engine.errors import HostError, KVMCloneError
 from kvm_clone_tui.engine.journal import new_job_id
 from kvm_clone_tui.engine.live_source import backup_begin, backup_end
-from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
 from kvm_clone_tui.engine.plan import choose_route
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.transfer import (
-    DirectEndpoint,
     DirectRouteUnavailable,
     FileTransfer,
     TransferOptions,
-    TransferResult,
     copy_file,
 )
-from kvm_clone_tui.engine.units import format_bytes
 
-SYNC_BLOCK_SIZE = 64 << 10
 EventCallback = Callable[[JobEvent], None]
-
-
-@dataclass(frozen=True)
-class SyncOptions:
-    """How to sync."""
-
-    target_name: str | None = None  # the clone's name on the destination (default: VM's name)
-    mode: str = "auto"  # auto | bitmap | hash
-    bandwidth_limit: int | None = None
-    verify: bool = True
-    parallel: int = 2
-    block_size: int = SYNC_BLOCK_SIZE
-    no_progress_timeout: float = 120.0
-    checkpoint: bool = False  # keep what the sync overwrites, so that it can be reverted
-    transfer: str = "auto"  # auto | direct | relay, as for a clone
-
-
-@dataclass(frozen=True)
-class FilePair:
-    """A source file and the clone's file that must become identical to it."""
-
-    label: str
-    source_path: str
-    dest_path: str
-
-
-@dataclass(frozen=True)
-class SyncPlan:
-    """What a sync will compare and why it can (or cannot) run."""
-
-    job_id: str
-    source_host: str
-    dest_host: str
-    vm: VM
-    target: str
-    target_uuid: str
-    pairs: tuple[FilePair, ...]
-    mode: str
-    mode_reason: str
-    dest_xml: str
-    conflicts: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    options: SyncOptions = SyncOptions()
-    source_running: bool = False
-    base_checkpoint: str | None = None  # bitmap mode: the changes since this checkpoint move
-    new_checkpoint: str | None = None  # left on the source for the next sync (qcow2 disks)
-    bitmap_disks: tuple[BitmapDisk, ...] = ()
-    all_targets: tuple[str, ...] = ()
-    virtual_sizes: tuple[tuple[str, int], ...] = ()  # disk target -> bytes the guest sees
-    dest_formats: tuple[tuple[str, str], ...] = ()  # the clone's disk target -> its format
-    route: str = "relay"
-    route_reason: str = ""
-    direct: DirectEndpoint | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing refuses the sync."""
-        return not self.conflicts
-
-    def undo_files(self) -> list[sync_undo.UndoFile]:
-        """What a checkpointed sync may overwrite, and where the old contents go."""
-        formats, bitmap = dict(self.dest_formats), {d.target for d in self.bitmap_disks}
-        return [
-            sync_undo.UndoFile(
-                p.label,
-                p.dest_path,
-                sync_undo.undo_path(p.dest_path, self.target_uuid, p.label),
-                self.mode == "bitmap" and p.label in bitmap and formats.get(p.label) != "raw",
-                formats.get(p.label, "raw"),
-            )
-            for p in self.pairs
-        ]
-
-    def describe(self) -> str:
-        """The plan for people (``--dry-run``)."""
-        lines = [
-            f"sync {self.vm.name} ({self.source_host}) -> {self.target} ({self.dest_host})",
-            f"  mode: {self.mode} ({self.mode_reason})",
-            f"  data path: {self.route} ({self.route_reason})",
-        ]
-        lines += [f"  {p.label:<14} {p.source_path} -> {p.dest_path}" for p in self.pairs]
-        if self.new_checkpoint:
-            lines.append(
-                f"  checkpoint:    {self.base_checkpoint or '(none)'} -> {self.new_checkpoint} "
-                "(on the source, for the next sync)"
-            )
-        if self.options.checkpoint:
-            lines.append("  undo:          what the sync overwrites is kept (kvm-clone revert)")
-        lines += [f"  WARNING: {w}" for w in self.warnings]
-        lines += [f"  REFUSED: {c}" for c in self.conflicts]
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class FileSync:
-    """What one file's sync found and moved."""
-
-    label: str
-    blocks: int
-    changed_blocks: int
-    changed_bytes: int
-    bytes_sent: int
-    size: int
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What a finished sync did."""
-
-    job_id: str
-    source_host: str
-    dest_host: str
-    vm: str
-    target: str
-    mode: str
-    files: tuple[FileSync, ...]
-    changed_bytes: int
-    bytes_sent: int
-    seconds: float
-    mode_reason: str = ""
-    checkpoint: str | None = None  # the source checkpoint the next sync starts from
-    revertible: bool = False  # --checkpoint: `kvm-clone revert` puts the clone back
-    consistency: str | None = None  # running sources: application- or crash-consistent
-
-
-class SyncRefused(KVMCloneError):
-    """The sync plan has conflicts; nothing was changed."""
-
-    def __init__(self, plan: SyncPlan) -> None:
-        super().__init__("sync refused: " + "; ".join(plan.conflicts))
-        self.plan = plan
 
 
 def _pairs(vm: VM, target: VM, conflicts: list[str]) -> list[FilePair]:
@@ -251,7 +119,7 @@ async def build_sync_plan(
     if meta.get("sync-state") == "in-progress":
         warnings.append("the last sync was interrupted: this one resumes and completes it")
     pairs = _pairs(vm, target, conflicts)
-    disks, not_eligible = checkpoints.bitmap_disks(vm)
+    disks, not_eligible = bitmap_disks(vm)
     base = meta.get("checkpoint")
     unavailable = not_eligible
     if unavailable is None and options.mode != "hash" and not conflicts:
@@ -344,7 +212,7 @@ async def _bitmap_unavailable(
     resuming = meta.get("sync-state") == "in-progress" and meta.get("sync-mode") == "bitmap"
     if stamp != meta.get("dest-stamp") and not resuming:
         return f"{target.name}'s disks changed since the last sync (was it started?)"
-    disks, _ = checkpoints.bitmap_disks(vm)
+    disks, _ = bitmap_disks(vm)
     running = vm.state is not VMState.SHUT_OFF
     return await checkpoints.invalid_reason(src, vm.name, base, disks, running)
 
@@ -452,12 +320,9 @@ async def _hashes(
     """Block digests of a file (with ``index_root``: from its block index when valid, else
     hashed and indexed; ``index_only``: from the index or ``blocks`` empty and ``index``
     "none")."""
-    args = ["hash", path, "--block-size", str(bs), "--algo", algo]
-    if index_root is not None:
-        args += ["--index", "--root", index_root]
-    if index_only:
-        args.append("--index-only")
-    result = await agent.call(args, timeout=3600)
+    result = await agent.hash(
+        path, block_size=bs, algo=algo, index_root=index_root, index_only=index_only
+    )
     stamp = tuple(int(x) for x in result.get("stamp", ()))
     index = str(result.get("index", "none"))
     return Hashes(int(result["size"]), list(result["blocks"] or []), index, stamp, result)
@@ -532,7 +397,7 @@ class _SyncRun:
                 uuid=plan.target_uuid,
                 domain_xml=old_xml,
                 metadata=meta,
-                files=plan.undo_files(),
+                files=sync_undo.undo_files(plan),
             )
         working = {**meta, "sync-state": "in-progress", "sync-job": plan.job_id}
         working["sync-mode"] = plan.mode
@@ -661,7 +526,7 @@ class _SyncRun:
     async def _transfer(self) -> list[FileSync]:
         plan = self.plan
         gate = asyncio.Semaphore(max(1, plan.options.parallel))
-        undo = {f.label: f.undo_path for f in plan.undo_files()} if self.manifest else {}
+        undo = {f.label: f.undo_path for f in sync_undo.undo_files(plan)} if self.manifest else {}
         bitmap_labels = {d.target for d in plan.bitmap_disks} if plan.mode == "bitmap" else set()
         hashed = [p for p in plan.pairs if p.label not in bitmap_labels]
         # the clone's block indexes are looked up meanwhile (they never raise)
@@ -698,9 +563,9 @@ class _SyncRun:
             root = posixpath.dirname(pair.dest_path)
             theirs, found = await asyncio.gather(
                 _hashes(self.dst_agent, pair.dest_path, bs, algo, root, index_only=True),
-                self.src_agent.call(["stat", pair.source_path]),
+                self.src_agent.stat([pair.source_path]),
             )
-            size = int(found["paths"][pair.source_path]["size"])
+            size = int(found[pair.source_path]["size"])
         except (AgentFailure, HostError, KeyError, TypeError, ValueError):
             return None  # the two-phase way will say what is wrong
         return (theirs, size) if theirs.index == "used" else None

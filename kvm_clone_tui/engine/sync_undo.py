@@ -21,12 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kvm_clone_tui.agent.protocol import AgentFailure, parse_result
+from kvm_clone_tui.agent.protocol import AgentFailure
+from kvm_clone_tui.api.errors import HostError, RevertRefused
+from kvm_clone_tui.api.models import DiskDevice, VMState
+from kvm_clone_tui.api.plans import SyncPlan
+from kvm_clone_tui.api.results import RevertResult
 from kvm_clone_tui.engine import nbd_export
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
-from kvm_clone_tui.engine.errors import HostError, KVMCloneError
 from kvm_clone_tui.engine.hosts import Host
-from kvm_clone_tui.engine.models import DiskDevice, VMState
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 
 if TYPE_CHECKING:
@@ -56,9 +58,24 @@ class UndoFile:
     format: str
 
 
+def undo_files(plan: SyncPlan) -> list[UndoFile]:
+    """What a checkpointed sync of ``plan`` may overwrite, and where the old contents go."""
+    formats, bitmap = dict(plan.dest_formats), {d.target for d in plan.bitmap_disks}
+    return [
+        UndoFile(
+            p.label,
+            p.dest_path,
+            undo_path(p.dest_path, plan.target_uuid, p.label),
+            plan.mode == "bitmap" and p.label in bitmap and formats.get(p.label) != "raw",
+            formats.get(p.label, "raw"),
+        )
+        for p in plan.pairs
+    ]
+
+
 async def disk_stamp(agent: RemoteAgent, paths: Sequence[str]) -> str:
     """A fingerprint of files' size, times and identity: it changes when anything writes them."""
-    found = (await agent.call(["stat", *paths]))["paths"]
+    found = await agent.stat(paths)
     parts = []
     for path in sorted(paths):
         st = found.get(path, {})
@@ -82,10 +99,9 @@ async def read_manifest(host: Host, path: str) -> dict[str, Any] | None:
 
 async def write_manifest(agent: RemoteAgent, path: str, data: dict[str, Any]) -> None:
     """Write (or atomically replace) the manifest."""
-    argv = await agent.argv(["put", path, "--root", posixpath.dirname(path), "--replace"])
-    done = await agent.host.run(argv, input=json.dumps(data, indent=1), check=False)
     try:
-        parse_result(done.stdout)
+        text = json.dumps(data, indent=1)
+        await agent.put(path, text, root=posixpath.dirname(path), replace=True)
     except AgentFailure as exc:
         raise HostError(agent.host.name, f"cannot write {path}: {exc}") from exc
 
@@ -97,8 +113,8 @@ async def discard(host: Host, agent: RemoteAgent, path: str) -> bool:
         return False
     for item in manifest.get("files", []):
         log = str(item["undo_path"])
-        await agent.call(["remove", log, "--root", posixpath.dirname(log), "--missing-ok"])
-    await agent.call(["remove", path, "--root", posixpath.dirname(path), "--missing-ok"])
+        await agent.remove(log, root=posixpath.dirname(log), missing_ok=True)
+    await agent.remove(path, root=posixpath.dirname(path), missing_ok=True)
     return True
 
 
@@ -153,20 +169,13 @@ async def _apply(host: Host, agent: RemoteAgent, manifest: dict[str, Any]) -> in
             tag = f"undo-{manifest['job']}-{item['label']}"
             export = await nbd_export.serve(host, dest, str(item["format"]), tag, writable=True)
             try:
-                args = ["undo-apply", log, "--root", root, "--nbd", export.socket]
-                done = await agent.call([*args, "--export", export.export], timeout=3600)
+                done = await agent.undo_apply(log, root=root, nbd=(export.socket, export.export))
             finally:
                 await nbd_export.stop(export)
         else:
-            done = await agent.call(
-                ["undo-apply", log, "--root", root, "--target", dest], timeout=3600
-            )
+            done = await agent.undo_apply(log, root=root, target=dest)
         restored += int(done.get("bytes", 0))
     return restored
-
-
-class RevertRefused(KVMCloneError):
-    """The clone cannot be put back to before its last sync; nothing was changed."""
 
 
 async def check_revertible(
@@ -186,17 +195,6 @@ async def check_revertible(
             f"{target}'s disks changed after the sync (was it started?): reverting would mix "
             "states; sync it again instead"
         )
-
-
-@dataclass(frozen=True)
-class RevertResult:
-    """What ``revert`` put back."""
-
-    dest_host: str
-    target: str
-    sync_job: str  # the sync that was undone
-    restored_bytes: int
-    seconds: float
 
 
 async def revert(client: KVMCloneClient, dest: str, target: str) -> RevertResult:

@@ -13,226 +13,33 @@ pool where a clone writes. Every path there is ``/var/lib/libvirt/swtpm/<one nam
 a UUID or a ``.kvmclone-partial-`` name (checked on the host again), written without following
 symlinks, and removed only as a whole directory of that form.
 
-The host side is a small stdlib-only script run with ``python3 -c`` (Python 3.8+).
+The host side is the agent's ``tpm`` module (``tpm-pack``, ``tpm-unpack``, ``tpm-commit``,
+``tpm-remove``: kvm_clone_tui/agent/host/tpm.py), called through ``RemoteAgent``.
 """
 
 from __future__ import annotations
 
-import json
 import posixpath
 import uuid as uuid_module
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-from kvm_clone_tui.engine.errors import HostError
+from kvm_clone_tui.agent.host.tpm import MAX_STATE_BYTES as TPM_MAX_STATE_BYTES
+from kvm_clone_tui.agent.host.tpm import ROOT as TPM_ROOT
+from kvm_clone_tui.agent.protocol import AgentFailure
+from kvm_clone_tui.api.errors import HostError
+from kvm_clone_tui.api.plans import TpmStatePlan
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.journal import STAGING_PREFIX, Journal, JournalRecord, StagedFile
+from kvm_clone_tui.engine.remote_agent import RemoteAgent
 
-SWTPM_ROOT = "/var/lib/libvirt/swtpm"
+SWTPM_ROOT = TPM_ROOT
 #: TPM state is a few KiB; anything much larger is not what this module expects to copy.
-MAX_STATE_BYTES = 16 << 20
+MAX_STATE_BYTES = TPM_MAX_STATE_BYTES
 
-# The host side. argv: command, then paths; `unpack` reads the packed state on stdin.
-# Paths are checked to be ROOT/<name> with name a UUID or a staging name; files are written
-# and read relative to directory descriptors opened with O_NOFOLLOW.
-_SCRIPT = r"""
-import base64, grp, hashlib, json, os, pwd, re, shutil, stat, sys
-ROOT = "/var/lib/libvirt/swtpm"
-UUID = r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"
-NAME = re.compile(r"^(\.kvmclone-partial-[A-Za-z0-9_.-]+-)?" + UUID + "$")
-MAX = @MAX@
-NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-
-def fail(message):
-    print(json.dumps({"error": message}))
-    sys.exit(1)
-
-def checked(path):
-    if os.path.dirname(path) != ROOT or not NAME.match(os.path.basename(path)):
-        fail("refused TPM state path %s: not %s/<uuid>" % (path, ROOT))
-    return path
-
-def walk(dfd, rel, out, total):
-    for name in sorted(os.listdir(dfd)):
-        path = rel + "/" + name if rel else name
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        entry = {"path": path, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
-                 "gid": st.st_gid}
-        try:
-            entry["user"] = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            pass
-        try:
-            entry["group"] = grp.getgrgid(st.st_gid).gr_name
-        except KeyError:
-            pass
-        if stat.S_ISDIR(st.st_mode):
-            entry["type"] = "dir"
-            out.append(entry)
-            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW, dir_fd=dfd)
-            try:
-                total = walk(sub, path, out, total)
-            finally:
-                os.close(sub)
-        elif stat.S_ISREG(st.st_mode):
-            fd = os.open(name, os.O_RDONLY | NOFOLLOW, dir_fd=dfd)
-            try:
-                chunks = []
-                while True:
-                    chunk = os.read(fd, 1 << 20)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-            finally:
-                os.close(fd)
-            data = b"".join(chunks)
-            total += len(data)
-            if total > MAX:
-                fail("the TPM state is larger than %d bytes: not a TPM state" % MAX)
-            entry.update(type="file", size=len(data), data=base64.b64encode(data).decode())
-            out.append(entry)
-        else:
-            fail("%s in the TPM state is not a file or directory" % path)
-    return total
-
-def digest(entries):
-    h = hashlib.sha256()
-    for e in entries:
-        data = base64.b64decode(e.get("data", ""))
-        h.update(json.dumps([e["path"], e["type"], e["mode"]]).encode() + b"\0")
-        h.update(hashlib.sha256(data).digest())
-    return h.hexdigest()
-
-def pack(path):
-    try:
-        dfd = os.open(checked(path), os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
-    except FileNotFoundError:
-        return {"exists": False}
-    except OSError as e:
-        fail("%s: %s" % (path, e.strerror))
-    try:
-        st = os.fstat(dfd)
-        entries = []
-        total = walk(dfd, "", entries, 0)
-    finally:
-        os.close(dfd)
-    return {"exists": True, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
-            "gid": st.st_gid, "entries": entries, "bytes": total, "digest": digest(entries)}
-
-def owner(e):
-    uid, gid = e["uid"], e["gid"]
-    try:
-        uid = pwd.getpwnam(e["user"]).pw_uid if "user" in e else uid
-    except KeyError:
-        pass
-    try:
-        gid = grp.getgrnam(e["group"]).gr_gid if "group" in e else gid
-    except KeyError:
-        pass
-    return uid, gid
-
-def unpack(path, packed):
-    checked(path)
-    if not os.path.isdir(ROOT):
-        os.makedirs(ROOT, 0o711)
-    os.mkdir(path, 0o700)
-    top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
-    try:
-        dirs = {"": top}
-        for e in packed["entries"]:
-            rel = e["path"]
-            parts = rel.split("/")
-            if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-                fail("bad path in the TPM state: %r" % rel)
-            parent = dirs.get("/".join(parts[:-1]))
-            if parent is None:
-                fail("bad order in the TPM state: %r" % rel)
-            name = parts[-1]
-            if e["type"] == "dir":
-                os.mkdir(name, 0o700, dir_fd=parent)
-                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW, dir_fd=parent)
-                dirs[rel] = fd
-            else:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600,
-                             dir_fd=parent)
-                try:
-                    view = memoryview(base64.b64decode(e["data"]))
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                except BaseException:
-                    os.close(fd)
-                    raise
-            os.fchown(fd, *owner(e))
-            os.fchmod(fd, e["mode"])
-            if e["type"] != "dir":
-                os.close(fd)
-        for rel, fd in sorted(dirs.items(), reverse=True):
-            os.fsync(fd)
-        os.fchown(top, *owner(packed))
-        os.fchmod(top, packed["mode"])
-    finally:
-        for fd in dirs.values():
-            os.close(fd)
-    root = os.open(ROOT, os.O_RDONLY | os.O_DIRECTORY)
-    os.fsync(root)
-    os.close(root)
-    written = pack(path)
-    return {"digest": written["digest"], "bytes": written["bytes"]}
-
-def commit(staging, final):
-    checked(staging), checked(final)
-    if os.path.lexists(final):
-        fail("%s already exists" % final)
-    os.rename(staging, final)
-    root = os.open(ROOT, os.O_RDONLY | os.O_DIRECTORY)
-    os.fsync(root)
-    os.close(root)
-    return {"ok": True}
-
-def remove(paths):
-    removed = []
-    for path in paths:
-        try:
-            st = os.lstat(checked(path))
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            fail("%s is not a directory" % path)
-        shutil.rmtree(path)
-        removed.append(path)
-    return {"ok": True, "removed": removed}
-
-try:
-    cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "pack":
-        out = pack(args[0])
-        if args[1:] == ["--summary"] and out["exists"]:
-            out = {k: v for k, v in out.items() if k != "entries"}
-    elif cmd == "unpack":
-        out = unpack(args[0], json.load(sys.stdin))
-    elif cmd == "commit":
-        out = commit(args[0], args[1])
-    elif cmd == "remove":
-        out = remove(args)
-    else:
-        fail("unknown command %r" % cmd)
-except OSError as e:
-    fail("%s: %s" % (e.filename or "TPM state", e.strerror))
-print(json.dumps(out))
-""".replace("@MAX@", str(MAX_STATE_BYTES))
-
-
-@dataclass(frozen=True)
-class TpmStatePlan:
-    """Where the clone's TPM state comes from and goes (decided by the plan)."""
-
-    source_dir: str  # /var/lib/libvirt/swtpm/<source uuid>
-    staging_dir: str  # /var/lib/libvirt/swtpm/.kvmclone-partial-<job>-<new uuid>
-    final_dir: str  # /var/lib/libvirt/swtpm/<new uuid>
-    size: int  # bytes of state at planning time
-    digest: str  # sha256 over the tree at planning time (informative: copied again at run)
+T = TypeVar("T")
 
 
 class TpmStateError(HostError):
@@ -278,16 +85,12 @@ def tpm_devices(domain_xml: str) -> list[TpmDevice]:
     return out
 
 
-async def _script(host: Host, args: list[str], stdin: str | None = None) -> dict[str, Any]:
-    done = await host.run(["python3", "-c", _SCRIPT, *args], input=stdin, check=False)
+async def _tpm(host: Host, call: Awaitable[T]) -> T:
+    """Await a ``tpm-*`` call of the host's agent; its failures as TpmStateError."""
     try:
-        out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        detail = (done.stderr.strip().splitlines() or [f"exit {done.exit_status}"])[-1]
-        raise TpmStateError(host.name, f"TPM state {args[0]}: {detail}") from None
-    if done.exit_status != 0 or "error" in out:
-        raise TpmStateError(host.name, f"TPM state: {out.get('error', done.stderr.strip())}")
-    return out
+        return await call
+    except AgentFailure as exc:
+        raise TpmStateError(host.name, f"TPM state: {exc}") from None
 
 
 async def plan_tpm_state(
@@ -324,7 +127,7 @@ async def plan_tpm_state(
         )
     source = state_dir(source_uuid)
     try:
-        summary = await _script(src, ["pack", source, "--summary"])
+        summary = await _tpm(src, RemoteAgent(src).tpm_pack(source, summary=True))
     except TpmStateError as exc:
         conflicts.append(f"the TPM state {source} cannot be read on {src.name}: {exc.message}")
         return None
@@ -349,14 +152,14 @@ async def plan_tpm_state(
 
 async def stage_tpm_state(src: Host, dst: Host, plan: TpmStatePlan, journal: Journal) -> str:
     """Copy the state into its staging directory (journalled first); its verified digest."""
-    packed = await _script(src, ["pack", plan.source_dir])
+    packed = await _tpm(src, RemoteAgent(src).tpm_pack(plan.source_dir))
     if not packed["exists"]:
         raise TpmStateError(
             src.name, f"the TPM state {plan.source_dir} vanished since the clone was planned"
         )
     journal.record.tpm_state.append(StagedFile(plan.staging_dir, plan.final_dir))
     journal.save()
-    written = await _script(dst, ["unpack", plan.staging_dir], stdin=json.dumps(packed))
+    written = await _tpm(dst, RemoteAgent(dst).tpm_unpack(plan.staging_dir, packed))
     if written["digest"] != packed["digest"]:
         raise TpmStateError(
             dst.name,
@@ -371,7 +174,7 @@ async def commit_tpm_state(dst: Host, journal: Journal) -> None:
     for staged in journal.record.tpm_state:
         if staged.committed:
             continue
-        await _script(dst, ["commit", staged.staging, staged.final])
+        await _tpm(dst, RemoteAgent(dst).tpm_commit(staged.staging, staged.final))
         staged.committed = True
         journal.save()
 
@@ -383,7 +186,7 @@ async def rollback_tpm_state(dst: Host, record: JournalRecord) -> list[str]:
         # The final directory only once this job put it there (never another's state).
         paths = [staged.staging, staged.final] if staged.committed else [staged.staging]
         try:
-            await _script(dst, ["remove", *paths])
+            await _tpm(dst, RemoteAgent(dst).tpm_remove(paths))
             staged.committed = False
         except Exception as exc:
             problems.append(f"TPM state {staged.final}: {exc}")
@@ -402,4 +205,4 @@ async def drop_replaced_tpm_state(dst: Host, replaced_xml: str | None) -> None:
         return
     old_uuid = (ET.fromstring(replaced_xml).findtext("uuid") or "").strip()
     if old_uuid:
-        await _script(dst, ["remove", state_dir(old_uuid)])
+        await _tpm(dst, RemoteAgent(dst).tpm_remove([state_dir(old_uuid)]))

@@ -26,13 +26,15 @@ from typing import Any
 import asyncssh
 
 from kvm_clone_tui.agent.protocol import AgentFailure, ReceiveResult, parse_progress, parse_result
+from kvm_clone_tui.api.errors import HostError
+from kvm_clone_tui.api.plans import DirectEndpoint
+from kvm_clone_tui.api.results import TransferResult
+from kvm_clone_tui.api.validation import shell_quote_argv
 from kvm_clone_tui.engine.block_index import INDEX_BLOCK_SIZE
-from kvm_clone_tui.engine.errors import HostError
 from kvm_clone_tui.engine.hosts import Host
 from kvm_clone_tui.engine.progress import DiskProgress, RateMeter, disk_progress
 from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.ssh import preferred_ciphers
-from kvm_clone_tui.engine.validation import shell_quote_argv
 
 CHANNEL_WINDOW = 32 << 20
 #: The relay's receive window for the sender's data. OpenSSH's sshd holds up to a window of
@@ -89,16 +91,6 @@ class FileTransfer:
 
 
 @dataclass(frozen=True)
-class DirectEndpoint:
-    """How the source host reaches the destination's sshd, and the key it must present."""
-
-    address: str
-    port: int
-    user: str
-    host_key: str  # "ssh-ed25519 AAAA..." as verified by the operator's connection
-
-
-@dataclass(frozen=True)
 class TransferOptions:
     """How to move the bytes."""
 
@@ -109,19 +101,6 @@ class TransferOptions:
     no_progress_timeout: float = 120.0
     connect_timeout: float = 10.0
     digest: str = "blake2b"  # the stream digest; copy_file picks sha256 where both hash it fast
-
-
-@dataclass(frozen=True)
-class TransferResult:
-    """What arrived, and how."""
-
-    label: str
-    route: str
-    bytes_written: int
-    digest: str
-    verified: bool
-    seconds: float
-    zero_bytes: int = 0  # ranges made to read as zeros (holes punched, or left as holes)
 
 
 ProgressCallback = Callable[[DiskProgress], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kvm_clone_tui.engine.config import Config, SSHConfig, save_config
+from kvm_clone_tui.api.config import Config, SSHConfig, save_config
 from kvm_clone_tui.lab.layout import LabHost, LabLayout
 
 

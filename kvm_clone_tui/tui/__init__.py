@@ -1,8 +1,9 @@
 """The terminal UI: hosts side by side, their VMs live, cloned by key or drag and drop.
 
-It talks to hosts only through the engine's :class:`~kvm_clone_tui.engine.client.KVMCloneClient`
-(or anything with the same ``tracker`` method, see :mod:`.source`) and never imports libvirt or
-asyncssh. Nothing here is imported by ``kvm-clone`` until the UI is opened.
+It stands on :mod:`kvm_clone_tui.api` only: it talks to hosts through the API's
+``KVMCloneClient`` (or anything with the shapes of :mod:`kvm_clone_tui.api.ports`) and never
+imports the engine, libvirt or asyncssh (``lint-imports``; ``tests/unit/test_layers.py``).
+Nothing here is imported by ``kvm-clone`` until the UI is opened.
 
 Where things are:
 
@@ -40,12 +41,12 @@ remembered pair or the config, planning with ``plan_sync`` after each pause); th
 ``SyncSettings`` are remembered for the app session and run ``sync_vm`` in its ``SyncView``'s
 worker; ``r`` on that view (or ``R`` anywhere: the host panes keep ``r`` for refresh) runs the
 last pair again without asking. ``u`` on a session (after ``ConfirmScreen``) runs
-``revert_sync`` when the last run kept a checkpoint; a ``RevertRefused`` is recognised by class
-name (``engine.sync_undo`` imports the SSH layer) and logged. A
-``SyncRefused`` is recognised by shape (``engine.sync`` imports libvirt) and its conflicts are
-logged in red. ``x`` cancels a running sync (``SyncFlow.cancel`` asks first); after any run that
-did not complete, the view reads the clone's ``sync-state`` from its metadata (through
-``DomainXMLSource``) and, while it says in-progress, shows the clone as mid-sync: ``r`` resumes.
+``revert_sync`` when the last run kept a checkpoint; a ``RevertRefused`` is logged, a
+``SyncRefused``'s conflicts are logged in red (both are ``kvm_clone_tui.api.errors``). ``x``
+cancels a running sync (``SyncFlow.cancel`` asks first); after any run that did not complete,
+the view asks for the clone's ``sync-state`` from its metadata (through
+``CloneStateSource.clone_sync_state``) and, while it says in-progress, shows the clone as
+mid-sync: ``r`` resumes.
 
 Big inventories: ``VMTable.show`` sizes its columns from the VMs' fields instead of letting
 DataTable measure every cell, and holds the garbage collector off until the rows are painted

@@ -16,9 +16,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header
 
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import Config
-from kvm_clone_tui.engine.models import VM
+from kvm_clone_tui.api.client import KVMCloneClient
+from kvm_clone_tui.api.config import Config
+from kvm_clone_tui.api.models import VM
 from kvm_clone_tui.tui.clone_flow import CloneFlow
 from kvm_clone_tui.tui.commands import KVMCloneCommands
 from kvm_clone_tui.tui.messages import (

@@ -16,10 +16,10 @@ from textual.content import Content
 from textual.errors import NoWidget
 from textual.geometry import Offset
 
-from kvm_clone_tui.engine.clone import CloneFailed
-from kvm_clone_tui.engine.clone_options import CloneOptions
-from kvm_clone_tui.engine.models import VM
-from kvm_clone_tui.engine.plan import ClonePlan
+from kvm_clone_tui.api.errors import CloneFailed
+from kvm_clone_tui.api.models import VM
+from kvm_clone_tui.api.options import CloneOptions
+from kvm_clone_tui.api.plans import ClonePlan
 from kvm_clone_tui.tui.clone_setup import CloneRequest, vm_names
 from kvm_clone_tui.tui.job_state import JobStatus
 from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog

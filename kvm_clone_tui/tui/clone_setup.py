@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from kvm_clone_tui.engine.clone_options import CloneOptions, CompressChoice, TransferChoice
-from kvm_clone_tui.engine.config import parse_bandwidth
-from kvm_clone_tui.engine.models import VM
-from kvm_clone_tui.engine.validation import (
+from kvm_clone_tui.api.config import parse_bandwidth
+from kvm_clone_tui.api.models import VM
+from kvm_clone_tui.api.options import CloneOptions, CompressChoice, TransferChoice
+from kvm_clone_tui.api.validation import (
     ValidationError,
     validate_pool_name,
     validate_vm_name,

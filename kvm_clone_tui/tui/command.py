@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kvm_clone_tui.engine.config import ConfigError
-from kvm_clone_tui.engine.validation import ValidationError
+from kvm_clone_tui.api.config import ConfigError
+from kvm_clone_tui.api.validation import ValidationError
 
 EXIT_OK, EXIT_USAGE = 0, 2
 

@@ -11,9 +11,9 @@ from enum import Enum
 
 from rich.text import Text
 
-from kvm_clone_tui.engine.plan import ClonePlan
-from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
-from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.api.events import DiskProgress, JobEvent
+from kvm_clone_tui.api.plans import ClonePlan
+from kvm_clone_tui.api.units import format_bytes
 
 RATE_SAMPLES = 60  # throughput history per file (the sparkline)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from kvm_clone_tui.engine.inventory import InventoryEvent
+from kvm_clone_tui.api.models import InventoryEvent
 
 if TYPE_CHECKING:
     from kvm_clone_tui.tui.widgets.host_pane import HostPane

@@ -9,11 +9,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from kvm_clone_tui.engine.plan import ClonePlan
-from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.api.plans import ClonePlan
+from kvm_clone_tui.api.units import format_bytes
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.engine.sync import SyncPlan
+    from kvm_clone_tui.api.plans import SyncPlan
 
 LABEL_WIDTH = 10
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvm_clone_tui.engine.config import CONFIG_ENV, Config, config_path, load_config
-from kvm_clone_tui.engine.validation import parse_host_spec
+from kvm_clone_tui.api.config import CONFIG_ENV, Config, config_path, load_config
+from kvm_clone_tui.api.validation import parse_host_spec
 from kvm_clone_tui.lab.layout import LabLayout, default_cache_dir, default_state_dir
 from kvm_clone_tui.lab.manager import Lab
 

@@ -25,7 +25,7 @@ from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
 from kvm_clone_tui.tui.widgets.sync_view import SyncView
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.engine.sync import SyncPlan
+    from kvm_clone_tui.api.plans import SyncPlan
     from kvm_clone_tui.tui.app import KVMCloneApp
 
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from kvm_clone_tui.engine.errors import KVMCloneError
-from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.api.errors import RevertRefused, SyncRefused
+from kvm_clone_tui.api.units import format_bytes
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.engine.sync import SyncResult
+    from kvm_clone_tui.api.results import SyncResult
 
 SYNC_MODES = ("auto", "bitmap", "hash")
 
@@ -156,15 +156,10 @@ def runs_table(runs: list[SyncRun]) -> Table:
 
 
 def refusal(exc: BaseException) -> tuple[str, ...] | None:
-    """The conflicts of a ``SyncRefused`` (read by shape: the sync module imports libvirt)."""
-    if not isinstance(exc, KVMCloneError):
-        return None
-    conflicts = getattr(getattr(exc, "plan", None), "conflicts", None)
-    return tuple(conflicts) if isinstance(conflicts, tuple) else None
+    """The conflicts of a ``SyncRefused``, else None."""
+    return exc.plan.conflicts if isinstance(exc, SyncRefused) else None
 
 
 def revert_refusal(exc: BaseException) -> str | None:
-    """The message of a ``RevertRefused`` (read by class name: ``engine.sync_undo`` imports the
-    SSH layer, which the UI never imports), else None."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return str(exc) if "RevertRefused" in names and isinstance(exc, KVMCloneError) else None
+    """The message of a ``RevertRefused``, else None."""
+    return str(exc) if isinstance(exc, RevertRefused) else None

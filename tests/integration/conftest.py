@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kvm_clone_tui.engine.config import Config, load_config
+from kvm_clone_tui.api.config import Config, load_config
+from kvm_clone_tui.api.errors import KVMCloneError
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
-from kvm_clone_tui.engine.errors import KVMCloneError
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.lab.processes import processes_in_namespace

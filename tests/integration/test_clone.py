@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from kvm_clone_tui.api.config import Config
+from kvm_clone_tui.api.errors import KVMCloneError
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone import CloneRefused
-from kvm_clone_tui.engine.config import Config
-from kvm_clone_tui.engine.errors import KVMCloneError
 from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.config import Config
+from kvm_clone_tui.api.errors import KVMCloneError
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone import CloneFailed, run_clone
-from kvm_clone_tui.engine.config import Config
-from kvm_clone_tui.engine.errors import KVMCloneError
+from kvm_clone_tui.engine.journal import unfinished
 from kvm_clone_tui.engine.tpm_state import TpmStateError
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
@@ -201,8 +202,9 @@ async def test_a_failure_mid_clone_leaves_no_tpm_state(
         # Kept for the operator: the TPM state is staged, then rolled back on request.
         with pytest.raises(CloneFailed) as failed:
             await client.clone_vm("alpha", "beta", name, auto_rollback=False, **stall)
+        job = next(j for j in unfinished() if j.record.job_id == failed.value.job_id)
         assert staged_tpm(beta_swtpm) == [
-            f".kvmclone-partial-{failed.value.job_id}-{failed.value.journal.record.new_uuid}"
+            f".kvmclone-partial-{failed.value.job_id}-{job.record.new_uuid}"
         ]
         await client.rollback_job(failed.value.job_id)
         assert staged_tpm(beta_swtpm) == []

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone import CloneFailed
-from kvm_clone_tui.engine.config import Config
 from kvm_clone_tui.engine.journal import ADOPTED, Journal, jobs_dir, unfinished
 from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.lab.host import LabHostRuntime

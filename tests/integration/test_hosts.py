@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.config import Config, load_config
+from kvm_clone_tui.api.errors import HostKeyError, HostUnreachableError, LibvirtError
+from kvm_clone_tui.api.models import VMState
 from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import Config, load_config
-from kvm_clone_tui.engine.errors import HostKeyError, HostUnreachableError, LibvirtError
 from kvm_clone_tui.engine.hosts import Host, HostTarget
 from kvm_clone_tui.engine.inventory import InventoryEvent, InventoryTracker
-from kvm_clone_tui.engine.models import VMState
 from kvm_clone_tui.engine.ssh import SSHSettings, connect
 from kvm_clone_tui.lab.layout import LabLayout, default_cache_dir, plan_hosts
 from kvm_clone_tui.lab.manager import Lab

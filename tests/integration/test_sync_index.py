@@ -8,25 +8,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kvm_clone_tui.agent import agent as agent_mod
+from kvm_clone_tui.agent.host.hashing import sha_in_hardware
+from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import Config
 from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
 from tests.integration.conftest import IMAGES, sha256
 from tests.integration.test_sync import change_raw, source_vm
+from tests.unit.test_agent import AGENT
 
 __all__ = ["source_vm"]  # the fixture, shared with test_sync.py
 
-AGENT = Path(agent_mod.__file__)
 INDEX_USED = "the clone's block index stands in for reading it"
 
 
 def agent_hash(path: Path, *extra: str) -> dict[str, object]:
     """The agent's ``hash`` of a lab file (run here: the lab's files are this machine's)."""
     argv = [sys.executable, str(AGENT), "hash", str(path), "--block-size", "64KiB"]
-    argv += ["--algo", "sha256" if agent_mod.sha_in_hardware() else "blake2b", *extra]
+    argv += ["--algo", "sha256" if sha_in_hardware() else "blake2b", *extra]
     done = subprocess.run(argv, capture_output=True, text=True, check=True)
     return dict(json.loads(done.stdout))
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kvm_clone_tui.agent import AGENT_VERSION
+from kvm_clone_tui.agent import AGENT_DIGEST, AGENT_VERSION
+from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import Config
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 from kvm_clone_tui.engine.transfer import FileTransfer, TransferError, TransferOptions, copy_file
 from kvm_clone_tui.lab.manager import Lab
@@ -92,20 +92,29 @@ async def test_a_receiver_that_stops_first_fails_the_relay_copy_at_once(
 
 
 async def test_the_agent_is_installed_checked_and_run_compiled(lab_config: Config) -> None:
-    """A host without this version's agent gets it installed and compiled once; a later
-    connection finds both and runs the compiled agent; a damaged source is installed anew."""
+    """A host without this version's agent gets its zipapp installed and compiled once; a later
+    connection checks both and runs the compiled agent; a damaged zipapp is installed anew and
+    a damaged compiled copy rebuilt."""
     async with KVMCloneClient(lab_config) as client:
         alpha = await client.host("alpha")
         mine = f"~/.cache/kvm-clone/agent-{AGENT_VERSION}"
-        await alpha.run(["sh", "-c", f"rm -f {mine}.py {mine}.*.pyc"])
+        await alpha.run(["sh", "-c", f"rm -f {mine}.pyz {mine}.*.pyz"])
         installed = await RemoteAgent(alpha).ensure()
-        assert installed.endswith(".pyc") and f"agent-{AGENT_VERSION}." in installed
-        source = installed.rsplit(".", 2)[0] + ".py"
-        await alpha.run(["sh", "-c", 'printf "# damaged\\n" >> "$1"', "sh", source])
+        assert installed.endswith(".pyz") and f"agent-{AGENT_VERSION}.cpython-" in installed
+        source = installed.rsplit(".", 2)[0] + ".pyz"
+        listed = await alpha.run(["sha256sum", source, installed])
+        before = dict(reversed(line.split()) for line in listed.stdout.splitlines())
+        assert before[source] == AGENT_DIGEST
+        damage = 'printf "damaged" >> "$1"; printf "x" | dd of="$2" bs=1 seek=5000 conv=notrunc'
+        await alpha.run(["sh", "-c", damage + " 2>/dev/null", "sh", source, installed])
+        listed = await alpha.run(["sha256sum", installed])
+        damaged = listed.stdout.split()[0]
+        assert damaged != before[installed]
     async with KVMCloneClient(lab_config) as client:  # a new connection checks again
         alpha = await client.host("alpha")
         agent = RemoteAgent(alpha)
         assert await agent.ensure() == installed
         assert (await agent.probe())["agent_version"] == AGENT_VERSION
-        listed = await alpha.run(["sha256sum", source])
-        assert listed.stdout.split()[0].startswith(AGENT_VERSION)  # the damage was repaired
+        listed = await alpha.run(["sha256sum", source, installed])
+        after = dict(reversed(line.split()) for line in listed.stdout.splitlines())
+        assert after[source] == AGENT_DIGEST and after[installed] != damaged  # repaired

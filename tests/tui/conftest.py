@@ -14,7 +14,7 @@ import pytest
 from textual.app import App
 from textual.pilot import Pilot
 
-from kvm_clone_tui.engine.config import Config, load_config
+from kvm_clone_tui.api.config import Config, load_config
 from kvm_clone_tui.lab.manager import Lab
 
 SIZE = (160, 40)

@@ -11,17 +11,15 @@ import asyncio
 import zlib
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
+from kvm_clone_tui.api.config import Config
+from kvm_clone_tui.api.errors import HostError
+from kvm_clone_tui.api.models import Disk, DiskDevice, HostInventory
+from kvm_clone_tui.api.options import CloneOptions
+from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.engine.clone import CloneFailed, CloneResult
-from kvm_clone_tui.engine.clone_options import CloneOptions
-from kvm_clone_tui.engine.config import Config
-from kvm_clone_tui.engine.errors import HostError
-from kvm_clone_tui.engine.journal import Journal, JournalRecord, StagedFile
-from kvm_clone_tui.engine.models import Disk, DiskDevice, HostInventory
 from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
-from kvm_clone_tui.engine.units import format_bytes
 from tests.tui.fake_source import FakeSource, GiB, MiB, lab_like_source
 
 T0 = 1_700_000_000.0  # every fake event happens at T0 + n seconds
@@ -149,7 +147,7 @@ class FakeCloneSource(FakeSource):
             cause = HostError(plan.dest_host, f"receive failed: {FULL}")
             emit("failed", str(cause), 6)
             self.kept[plan.job_id] = plan
-            raise CloneFailed(plan.job_id, _journal(plan), cause)
+            raise CloneFailed(plan.job_id, [f.staging_path for f in plan.files], cause)
         if not finishing:
             try:
                 await asyncio.Event().wait()  # until cancelled
@@ -242,23 +240,6 @@ def _file_plan(disk: Disk, pool_path: str, new_name: str, job_id: str) -> FilePl
         allocated=disk.allocation or 0,
         virtual_size=disk.virtual_size,
     )
-
-
-def _journal(plan: ClonePlan) -> Journal:
-    """A journal as the engine keeps it for a failed job (never written to disk here)."""
-    record = JournalRecord(
-        job_id=plan.job_id,
-        kind="clone",
-        source_host=plan.source_host,
-        dest_host=plan.dest_host,
-        vm=plan.vm.name,
-        new_name=plan.new_name,
-        new_uuid=plan.new_uuid,
-        pool=plan.pool,
-        pool_path=plan.pool_path,
-        files=[StagedFile(f.staging_path, f.final_path) for f in plan.files],
-    )
-    return Journal(record, Path("/nonexistent"))
 
 
 def _progress(f: FilePlan, share: float, rate: float, finished: bool) -> DiskProgress:

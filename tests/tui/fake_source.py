@@ -8,9 +8,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 
-from kvm_clone_tui.engine.errors import HostError
-from kvm_clone_tui.engine.inventory import InventoryEvent
-from kvm_clone_tui.engine.models import (
+from kvm_clone_tui.api.errors import HostError
+from kvm_clone_tui.api.models import (
     NIC,
     VM,
     BackingFile,
@@ -19,6 +18,7 @@ from kvm_clone_tui.engine.models import (
     HostInventory,
     VMState,
 )
+from kvm_clone_tui.engine.inventory import InventoryEvent
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -17,8 +17,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Literal
 
-from kvm_clone_tui.engine.domain_rewrite import KVMCLONE_NS
-from kvm_clone_tui.engine.models import DiskDevice
+from kvm_clone_tui.api.models import DiskDevice
+from kvm_clone_tui.engine.domain_rewrite import KVMCLONE_NS, read_clone_metadata
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.sync import FilePair, SyncOptions, SyncPlan, SyncRefused, SyncResult
 from kvm_clone_tui.engine.sync_undo import RevertRefused, RevertResult
@@ -54,6 +54,10 @@ class FakeSyncSource(FakeCloneSource):
             else ""
         )
         return f"<domain type='kvm'><name>{vm}</name>{meta}</domain>"
+
+    async def clone_sync_state(self, host: str, vm: str) -> str | None:
+        """As the client reads it: the ``sync-state`` in the clone's kvmclone metadata."""
+        return read_clone_metadata(await self.domain_xml(host, vm)).get("sync-state")
 
     def sync_options(self, **overrides: object) -> SyncOptions:
         return SyncOptions(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

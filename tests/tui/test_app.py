@@ -7,8 +7,8 @@ import dataclasses
 
 from textual.widgets import Input, Label
 
-from kvm_clone_tui.engine.config import Config
-from kvm_clone_tui.engine.models import HostInventory
+from kvm_clone_tui.api.config import Config
+from kvm_clone_tui.api.models import HostInventory
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.screens.add_host import AddHostScreen

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from textual.widgets import Input, ProgressBar, RadioButton, Sparkline
 
-from kvm_clone_tui.engine.config import Config
+from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.tui.app import KVMCloneApp

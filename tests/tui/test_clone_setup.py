@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.tui.clone_setup import (
     CloneForm,
     CloneRequest,

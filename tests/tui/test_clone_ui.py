@@ -12,7 +12,7 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Label
 
-from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.engine.plan import ClonePlan
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.job_state import JobStatus

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kvm_clone_tui.api.models import HostInventory
 from kvm_clone_tui.engine.inventory import InventoryEvent
-from kvm_clone_tui.engine.models import HostInventory
 from kvm_clone_tui.tui.source import HostFeeds
 
 

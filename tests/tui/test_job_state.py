@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.tui.job_state import RATE_SAMPLES, FileState, JobState, format_duration
 from tests.tui.fake_clone import T0, fake_plan, lab_like_clone_source

@@ -15,7 +15,7 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, Input
 
-from kvm_clone_tui.engine.clone_options import CloneOptions
+from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.tui.app import KVMCloneApp
 from kvm_clone_tui.tui.job_state import JobStatus
 from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog

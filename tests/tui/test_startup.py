@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kvm_clone_tui.engine.config import ConfigError
-from kvm_clone_tui.engine.validation import ValidationError
+from kvm_clone_tui.api.config import ConfigError
+from kvm_clone_tui.api.validation import ValidationError
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.tui.startup import resolve_startup, running_lab_config
 

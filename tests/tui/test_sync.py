@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Checkbox, Static
 
+from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import Config
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab

@@ -11,7 +11,7 @@ from textual.app import App, ComposeResult
 from textual.render import measure
 from textual.widgets.data_table import ColumnKey
 
-from kvm_clone_tui.engine.models import VM, VMState
+from kvm_clone_tui.api.models import VM, VMState
 from kvm_clone_tui.tui.widgets.vm_table import COLUMNS, MARK, VMTable, fitting_columns
 
 

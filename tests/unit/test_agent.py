@@ -1,8 +1,7 @@
-"""The host agent, run as the hosts run it: real files, real `python3 agent.py` subprocesses."""
+"""The host agent, run as the hosts run it: real files, real `python3 agent.pyz` subprocesses."""
 
 from __future__ import annotations
 
-import ast
 import glob
 import hashlib
 import json
@@ -10,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +17,21 @@ from typing import Any
 
 import pytest
 
-from kvm_clone_tui import agent as agent_pkg
-from kvm_clone_tui.agent import AGENT_SOURCE, AGENT_VERSION, bootstrap_argv, protocol
-from kvm_clone_tui.agent import agent as agent_mod
+from kvm_clone_tui.agent import AGENT_VERSION, AGENT_ZIP, bootstrap_argv, protocol
+from kvm_clone_tui.agent.host import cli, extents, nbd, paths, wire
 
-AGENT = Path(agent_pkg.__file__).with_name("agent.py")
+
+def _zipapp() -> Path:
+    """The agent's zipapp as a file, as the hosts keep it (written once per version)."""
+    path = Path(tempfile.gettempdir()) / f"kvm-clone-agent-{os.getuid()}-{AGENT_VERSION}.pyz"
+    if not path.exists() or path.read_bytes() != AGENT_ZIP:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(AGENT_ZIP)
+        tmp.replace(path)
+    return path
+
+
+AGENT = _zipapp()
 MiB = 1 << 20
 BS = MiB  # block size used by most tests: more frames per MiB of test data
 
@@ -127,44 +137,23 @@ def root(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------- the file itself
 
 
-def test_frame_constants_match_the_agent() -> None:
+def test_the_client_uses_the_agents_frame_constants() -> None:
     names = ["MAGIC", "FRAME_HEADER", "FRAME_DATA", "FRAME_ZERO", "FRAME_END", "DIGEST_SIZE"]
-    names += ["BLOCK_DIGEST_SIZE", "PROTOCOL_VERSION"]
-    for name in names:
-        assert getattr(protocol, name) == getattr(agent_mod, name), name
-    for name in ["HEADER_STRUCT", "BLOCK_STRUCT", "END_STRUCT"]:
-        assert getattr(protocol, name).format == getattr(agent_mod, name).format, name
-
-
-def test_agent_is_one_stdlib_only_python38_file() -> None:
-    tree = ast.parse(AGENT.read_text(), feature_version=(3, 8))
-    imported = {
-        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
-    }
-    imported |= {
-        n.module.split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0
-    }
-    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
-    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))
-    assert AGENT.read_bytes() == AGENT_SOURCE
-    assert hashlib.sha256(AGENT_SOURCE).hexdigest()[:16] == AGENT_VERSION
-    assert agent_mod.AGENT_VERSION == AGENT_VERSION
+    names += ["BLOCK_DIGEST_SIZE", "PROTOCOL_VERSION", "HEADER_STRUCT", "BLOCK_STRUCT"]
+    for name in [*names, "END_STRUCT"]:
+        assert getattr(protocol, name) is getattr(wire, name), name  # one definition
 
 
 def test_paths_must_be_absolute_normalised_and_nul_free() -> None:
     for bad in ["rel/x", "../x", "/a/../x", "/a/./x", "/a//x", "//x", "/a/", "/a\0b", ""]:
-        with pytest.raises(agent_mod.AgentError) as exc:
-            agent_mod.check_path(bad)
+        with pytest.raises(wire.AgentError) as exc:
+            paths.check_path(bad)
         assert exc.value.kind == "path"
-    assert (
-        agent_mod.check_path("/var/lib/libvirt/images/a.qcow2") == "/var/lib/libvirt/images/a.qcow2"
-    )
+    assert paths.check_path("/var/lib/libvirt/images/a.qcow2") == "/var/lib/libvirt/images/a.qcow2"
 
 
 def test_sizes_parse_in_binary_units() -> None:
-    assert [agent_mod.parse_size(s) for s in ["4MiB", "4M", "512k", "1g", "7", "2KB"]] == [
+    assert [cli.parse_size(s) for s in ["4MiB", "4M", "512k", "1g", "7", "2KB"]] == [
         4 * MiB,
         4 * MiB,
         512 << 10,
@@ -172,12 +161,12 @@ def test_sizes_parse_in_binary_units() -> None:
         7,
         2048,
     ]
-    assert list(agent_mod.blocks([(100, 10 * MiB)], 4 * MiB, 0)) == [
+    assert list(extents.blocks([(100, 10 * MiB)], 4 * MiB, 0)) == [
         (100, 4 * MiB - 100),
         (4 * MiB, 4 * MiB),
         (8 * MiB, 2 * MiB + 100),
     ]
-    assert list(agent_mod.blocks([(0, MiB), (2 * MiB, MiB)], BS, 2 * MiB + 5)) == [
+    assert list(extents.blocks([(0, MiB), (2 * MiB, MiB)], BS, 2 * MiB + 5)) == [
         (2 * MiB + 5, MiB - 5)
     ]
 
@@ -667,21 +656,21 @@ def test_stat_reports_size_times_and_identity(python: str, src: Path, tmp_path: 
 def test_dirty_ranges_are_cut_out_of_block_status_runs() -> None:
     runs = [(0, 100, 0), (100, 50, 3), (150, 250, 0)]
     dirty = [(50, 70), (300, 10), (390, 100)]
-    assert list(agent_mod._intersect(runs, dirty)) == [
+    assert list(nbd._intersect(runs, dirty)) == [
         (50, 50, 0),
         (100, 20, 3),
         (300, 10, 0),
         (390, 10, 0),
     ]
-    assert list(agent_mod._intersect(runs, [])) == []
+    assert list(nbd._intersect(runs, [])) == []
 
 
 # ---------------------------------------------------------------- shipping
 
 
-def test_bootstrap_runs_the_source_sent_on_stdin(python: str, src: Path, root: Path) -> None:
+def test_bootstrap_runs_the_zipapp_sent_on_stdin(python: str, src: Path, root: Path) -> None:
     proc = subprocess.run(
-        bootstrap_argv(["probe"], python), input=AGENT_SOURCE, capture_output=True, timeout=60
+        bootstrap_argv(["probe"], python), input=AGENT_ZIP, capture_output=True, timeout=60
     )
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["agent_version"] == AGENT_VERSION
@@ -689,22 +678,16 @@ def test_bootstrap_runs_the_source_sent_on_stdin(python: str, src: Path, root: P
     stream = send(python, src)
     args = ["receive", str(root / "d.img"), "--root", str(root), "--size", size]
     proc = subprocess.run(
-        bootstrap_argv(args, python), input=AGENT_SOURCE + stream, capture_output=True, timeout=60
+        bootstrap_argv(args, python), input=AGENT_ZIP + stream, capture_output=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout
     assert sha256(root / "d.img") == sha256(src)
-    tampered = AGENT_SOURCE.replace(b"kvm-clone host agent", b"kvm-clone host agenT")
+    tampered = AGENT_ZIP.replace(b"kvm-clone host agent", b"kvm-clone host agenT")
+    assert tampered != AGENT_ZIP
     proc = subprocess.run(
         bootstrap_argv(["probe"], python), input=tampered, capture_output=True, timeout=60
     )
     assert proc.returncode == 1 and json.loads(proc.stdout)["kind"] == "bootstrap"
-
-
-def test_python_dash_runs_read_only_commands(python: str, src: Path) -> None:
-    proc = subprocess.run(
-        [python, "-", "extents", str(src)], input=AGENT_SOURCE, capture_output=True, timeout=60
-    )
-    assert proc.returncode == 0 and json.loads(proc.stdout)["size"] == src.stat().st_size
 
 
 # ---------------------------------------------------------------- rename, remove, usage

@@ -178,13 +178,13 @@ def test_stream_hash_keeps_submission_order_across_inline_and_worker_payloads(
 ) -> None:
     """Small payloads are hashed at once, big ones on the worker thread: the digest is still
     that of everything in submission order, and each ``then`` runs after its own payload."""
-    from kvm_clone_tui.agent import agent as agent_mod
+    from kvm_clone_tui.agent.host import hashing, wire
 
-    small = agent_mod.INLINE_HASH
+    small = wire.INLINE_HASH
     sizes = [4096, 2 * MiB, 65536, 1 * MiB, 100, small, small - 1, 3 * MiB, 1]
     payloads = [os.urandom(n) for n in sizes]
     ran: list[int] = []
-    stream = agent_mod.StreamHash("sha256", lasting=lasting)
+    stream = hashing.StreamHash("sha256", lasting=lasting)
     for k, payload in enumerate(payloads):
         stream.submit(b"h%d" % k, memoryview(payload), functools.partial(ran.append, k))
     whole = b"".join(b"h%d" % k + p for k, p in enumerate(payloads))

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kvm_clone_tui.cli import config_cmd
-from kvm_clone_tui.engine.config import (
+from kvm_clone_tui.api.config import (
     CloneConfig,
     Config,
     ConfigError,
@@ -30,6 +29,7 @@ from kvm_clone_tui.engine.config import (
     set_key,
     unset_key,
 )
+from kvm_clone_tui.cli import config_cmd
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from kvm_clone_tui.api.models import DiskDevice
 from kvm_clone_tui.engine.domain_xml import DomainXMLError, parse_domain
-from kvm_clone_tui.engine.models import DiskDevice
 
 
 def test_a_typical_domain() -> None:

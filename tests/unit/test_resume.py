@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.models import VM, VMState
+from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.cli.main import main
 from kvm_clone_tui.engine.block_compare import compare_blocks, split_at_extents
-from kvm_clone_tui.engine.clone_options import CloneOptions
 from kvm_clone_tui.engine.journal import (
     ADOPTED,
     COMMITTING,
@@ -22,7 +23,6 @@ from kvm_clone_tui.engine.journal import (
     StagedFile,
     unfinished,
 )
-from kvm_clone_tui.engine.models import VM, VMState
 from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.resume import (
     ResumeError,

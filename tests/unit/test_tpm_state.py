@@ -1,7 +1,9 @@
-"""TPM state: the domain's <tpm> parse and the host-side script, run for real on a temp root.
+"""TPM state: the domain's <tpm> parse and the agent's ``tpm-*`` commands, run for real on a
+temporary root.
 
-The script normally works in /var/lib/libvirt/swtpm; here its ROOT is a temporary directory
-(the only change), so it runs exactly as on a host without touching this machine's libvirt.
+The agent's ``tpm`` module normally works in /var/lib/libvirt/swtpm; here its ROOT is a
+temporary directory (the only change, made before the command line runs), so it runs from the
+shipped zipapp exactly as on a host without touching this machine's libvirt.
 """
 
 from __future__ import annotations
@@ -14,25 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from kvm_clone_tui.engine.tpm_state import (
-    _SCRIPT,
-    SWTPM_ROOT,
-    staging_dir,
-    state_dir,
-    tpm_devices,
-)
+from kvm_clone_tui.engine.tpm_state import SWTPM_ROOT, staging_dir, state_dir, tpm_devices
+from tests.unit.test_agent import AGENT
 
 OLD = "5a11d0e4-6373-44fb-8501-a7e03fa2d334"
 NEW = "754c35f9-61eb-4cda-aab2-1fd8af1a7d49"
 JOB = "20260101-120000-abcdef12"
 
 
+# argv: the zipapp, the swtpm root, then the agent's command line.
+_WITH_ROOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from kvm_clone_agent import cli, tpm; "
+    "tpm.ROOT = sys.argv.pop(1); sys.exit(cli.main())"
+)
+
+
 def run(root: Path, *args: str, stdin: str | None = None) -> tuple[int, dict[str, object]]:
-    script = _SCRIPT.replace(f'ROOT = "{SWTPM_ROOT}"', f'ROOT = "{root}"', 1)
-    assert script != _SCRIPT
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args], input=stdin, capture_output=True, text=True
-    )
+    assert SWTPM_ROOT == "/var/lib/libvirt/swtpm"
+    argv = [sys.executable, "-c", _WITH_ROOT, str(AGENT), str(root), f"tpm-{args[0]}", *args[1:]]
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
     return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
 
 

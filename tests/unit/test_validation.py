@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from kvm_clone_tui.engine.validation import (
+from kvm_clone_tui.api.validation import (
     HostSpec,
     ValidationError,
     parse_host_spec,

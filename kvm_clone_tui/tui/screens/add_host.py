@@ -13,7 +13,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from kvm_clone_tui.engine.validation import ValidationError, parse_host_spec
+from kvm_clone_tui.api.validation import ValidationError, parse_host_spec
 
 HINT = "an ssh alias, a host from kvm-clone's config, or [user@]host[:port]"
 

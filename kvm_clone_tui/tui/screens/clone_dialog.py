@@ -20,8 +20,8 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
-from kvm_clone_tui.engine.clone_options import CloneOptions
-from kvm_clone_tui.engine.plan import ClonePlan
+from kvm_clone_tui.api.options import CloneOptions
+from kvm_clone_tui.api.plans import ClonePlan
 from kvm_clone_tui.tui.clone_setup import (
     COMPRESSIONS,
     TRANSFERS,

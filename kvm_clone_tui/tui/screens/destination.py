@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
-from kvm_clone_tui.engine.models import VM
+from kvm_clone_tui.api.models import VM
 from kvm_clone_tui.tui.clone_setup import vm_names
 
 

@@ -17,8 +17,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from kvm_clone_tui.engine.models import VM
-from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.api.models import VM
+from kvm_clone_tui.api.units import format_bytes
 
 XMLLoader = Callable[[], Awaitable[str]]
 

@@ -23,12 +23,12 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
-from kvm_clone_tui.engine.validation import ValidationError, validate_vm_name
+from kvm_clone_tui.api.validation import ValidationError, validate_vm_name
 from kvm_clone_tui.tui.plan_text import plan_failure, sync_plan_renderable
 from kvm_clone_tui.tui.sync_session import SYNC_MODES, SyncSettings
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.engine.sync import SyncPlan
+    from kvm_clone_tui.api.plans import SyncPlan
 
 #: Plans the sync: (the clone's name, settings) -> the engine's plan.
 SyncPlanner = Callable[[str, SyncSettings], Awaitable["SyncPlan"]]

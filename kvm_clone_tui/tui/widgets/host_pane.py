@@ -13,9 +13,8 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
-from kvm_clone_tui.engine.errors import HostError
-from kvm_clone_tui.engine.inventory import InventoryEvent
-from kvm_clone_tui.engine.models import VM, HostInventory
+from kvm_clone_tui.api.errors import HostError
+from kvm_clone_tui.api.models import VM, HostInventory, InventoryEvent
 from kvm_clone_tui.tui.messages import (
     CloneRequested,
     InventoryChanged,

@@ -26,10 +26,11 @@ from textual.message import Message
 from textual.widgets import Label, ProgressBar, RichLog, Sparkline, Static
 from textual.worker import Worker
 
-from kvm_clone_tui.engine.clone import CloneFailed, CloneResult
-from kvm_clone_tui.engine.plan import ClonePlan
-from kvm_clone_tui.engine.progress import JobEvent
-from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.api.errors import CloneFailed
+from kvm_clone_tui.api.events import JobEvent
+from kvm_clone_tui.api.plans import ClonePlan
+from kvm_clone_tui.api.results import CloneResult
+from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.tui.job_state import FileState, JobState, JobStatus, format_duration
 from kvm_clone_tui.tui.source import CloneSource
 

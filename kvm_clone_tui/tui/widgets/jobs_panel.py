@@ -10,7 +10,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
-from kvm_clone_tui.engine.plan import ClonePlan
+from kvm_clone_tui.api.plans import ClonePlan
 from kvm_clone_tui.tui.job_state import JobStatus
 from kvm_clone_tui.tui.source import CloneSource, SyncSource
 from kvm_clone_tui.tui.sync_session import SyncPair, SyncSettings

@@ -35,11 +35,11 @@ from textual.message import Message
 from textual.widgets import RichLog, Static
 from textual.worker import Worker
 
-from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
-from kvm_clone_tui.engine.progress import JobEvent
-from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.api.events import JobEvent
+from kvm_clone_tui.api.ports import CloneStateSource
+from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.tui.job_state import FileState, JobStatus, log_line
-from kvm_clone_tui.tui.source import DomainXMLSource, SyncSource
+from kvm_clone_tui.tui.source import SyncSource
 from kvm_clone_tui.tui.sync_session import (
     SyncPair,
     SyncRun,
@@ -280,12 +280,11 @@ class SyncView(Vertical, can_focus=True):
         """Read the clone's ``sync-state`` from its own metadata (after an interrupted run)."""
         runner, pair = self.runner, self.pair
         where = f"{pair.target} on {pair.dest}"
-        if not isinstance(runner, DomainXMLSource):
+        if not isinstance(runner, CloneStateSource):
             self._state_known(None, f"{where} may be mid-sync: this source cannot read it")
             return
         try:
-            xml = await runner.domain_xml(pair.dest, pair.target)
-            state = read_clone_metadata(xml).get("sync-state")
+            state = await runner.clone_sync_state(pair.dest, pair.target)
         except Exception as exc:  # shown, never fatal
             self._state_known(None, f"{where} may be mid-sync: its state could not be read: {exc}")
             return

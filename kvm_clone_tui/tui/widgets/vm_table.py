@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable
 
-from kvm_clone_tui.engine.models import VM, DiskDevice, VMState
-from kvm_clone_tui.engine.units import format_bytes
+from kvm_clone_tui.api.models import VM, DiskDevice, VMState
+from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.tui.widgets.drag_source import DragSource
 
 MARK = "●"

@@ -11,21 +11,21 @@ import difflib
 from dataclasses import Field, replace
 from typing import Any
 
-from kvm_clone_tui.engine.config_schema import (
+from kvm_clone_tui.api.config_schema import (
     SECTIONS,
     TOP_LEVEL_KEYS,
     Config,
     HostConfig,
     section_dict,
 )
-from kvm_clone_tui.engine.config_values import (
+from kvm_clone_tui.api.config_values import (
     ConfigError,
     settings,
     unknown_key,
     value_from_text,
     with_value,
 )
-from kvm_clone_tui.engine.validation import ValidationError, validate_host_name
+from kvm_clone_tui.api.validation import ValidationError, validate_host_name
 
 _HOST_FIELDS = tuple(f.name for f in settings(HostConfig))
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from kvm_clone_tui.engine import config_values as v
-from kvm_clone_tui.engine.config_values import (
+from kvm_clone_tui.api import config_values as v
+from kvm_clone_tui.api.config_values import (
     DEFAULT_LIBVIRT_SOCKET,
     DEFAULT_URI,
     ConfigError,
@@ -24,7 +24,7 @@ from kvm_clone_tui.engine.config_values import (
     settings,
     socket_from_uri,
 )
-from kvm_clone_tui.engine.validation import (
+from kvm_clone_tui.api.validation import (
     ValidationError,
     parse_host_spec,
     validate_host_name,

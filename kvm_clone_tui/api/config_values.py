@@ -16,7 +16,7 @@ from dataclasses import Field, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from kvm_clone_tui.engine.validation import (
+from kvm_clone_tui.api.validation import (
     parse_host_spec,
     validate_host_name,
     validate_remote_path,

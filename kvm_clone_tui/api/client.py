@@ -1,0 +1,383 @@
+"""The client facade: ``async with KVMCloneClient() as client: await client.list_vms([...])``.
+
+The UIs and the Python API hold this object. It keeps one connection per host and hands the
+work to the engine, which it imports only inside its methods: importing this module (or the
+TUI, or the CLI) loads neither libvirt nor asyncssh; they load when a host is first reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from kvm_clone_tui.api.config import Config, load_config
+from kvm_clone_tui.api.errors import HostError, KVMCloneError, LibvirtError
+from kvm_clone_tui.api.events import JobEvent
+from kvm_clone_tui.api.models import HostInventory, HostListing, VMState
+from kvm_clone_tui.api.options import CloneOptions, SyncOptions
+from kvm_clone_tui.api.plans import ClonePlan, SyncPlan
+from kvm_clone_tui.api.results import CloneResult, RevertResult, SyncResult, UnfinishedJob
+from kvm_clone_tui.api.validation import ValidationError, parse_host_spec
+
+if TYPE_CHECKING:
+    from kvm_clone_tui.engine.hosts import Host
+    from kvm_clone_tui.engine.inventory import InventoryTracker
+    from kvm_clone_tui.engine.journal import Journal
+    from kvm_clone_tui.engine.ssh import SSHSettings
+
+__all__ = ["HostListing", "KVMCloneClient", "unfinished_jobs"]
+
+
+def unfinished_jobs(*, include_running: bool = False) -> list[UnfinishedJob]:
+    """The jobs that neither finished nor were rolled back, oldest first (``resume --list``).
+
+    Jobs another live kvm-clone process still runs are left out unless ``include_running``
+    (they are then marked ``running``).
+    """
+    from kvm_clone_tui.engine.journal import unfinished
+    from kvm_clone_tui.engine.resume import resume_blocker
+
+    idle = {j.record.job_id for j in unfinished()}
+    jobs = []
+    for journal in unfinished(include_running=include_running):
+        record = journal.record
+        jobs.append(
+            UnfinishedJob(
+                job_id=record.job_id,
+                state=record.state,
+                vm=record.vm,
+                source_host=record.source_host,
+                dest_host=record.dest_host,
+                new_name=record.new_name,
+                created=record.created,
+                owner_pid=record.owner_pid,
+                running=record.job_id not in idle,
+                blocker=resume_blocker(record),
+            )
+        )
+    return jobs
+
+
+class KVMCloneClient:
+    """Connections to hosts, opened on first use and shared by everything until closed."""
+
+    def __init__(self, config: Config | None = None, *, ssh: SSHSettings | None = None) -> None:
+        self.config = config if config is not None else load_config()
+        self._ssh_settings = ssh
+        self._hosts: dict[str, asyncio.Task[Host]] = {}
+        self._trackers: dict[str, InventoryTracker] = {}
+
+    @property
+    def ssh_settings(self) -> SSHSettings:
+        """How hosts are reached: the ``ssh=`` given, else the ``ssh`` section of the config."""
+        if self._ssh_settings is None:
+            from kvm_clone_tui.engine.client import ssh_settings
+
+            self._ssh_settings = ssh_settings(self.config)
+        return self._ssh_settings
+
+    async def __aenter__(self) -> KVMCloneClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @staticmethod
+    def _is_dropped(task: asyncio.Task[Host] | None) -> bool:
+        """True for a connection that was made and has closed since."""
+        if task is None or not task.done() or task.cancelled() or task.exception():
+            return False
+        return task.result().ssh.is_closed()
+
+    async def host(self, name: str) -> Host:
+        """The connected host ``name`` (one SSH login per host, shared by all callers)."""
+        from kvm_clone_tui.engine.client import host_target
+        from kvm_clone_tui.engine.hosts import Host
+
+        task = self._hosts.get(name)
+        if self._is_dropped(task):  # the link dropped: log in again
+            assert task is not None
+            self._trackers.pop(name, None)
+            with contextlib.suppress(LibvirtError, OSError):
+                await task.result().libvirt.close()
+            task = None
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            target = host_target(self.config, name)
+            task = asyncio.get_running_loop().create_task(Host.connect(target, self.ssh_settings))
+            self._hosts[name] = task
+        return await asyncio.shield(task)
+
+    async def tracker(self, name: str) -> InventoryTracker:
+        """The live inventory of host ``name`` (read once, then kept current by events)."""
+        from kvm_clone_tui.engine.inventory import InventoryTracker
+
+        tracker = self._trackers.get(name)
+        host = await self.host(name)
+        if tracker is None or tracker.host is not host:
+            tracker = InventoryTracker(host)
+            self._trackers[name] = tracker
+            await tracker.refresh()
+        return tracker
+
+    async def inventory(self, name: str, *, fresh: bool = True) -> HostInventory:
+        """Host ``name``'s VMs and pools; ``fresh`` re-reads it instead of using the tracker."""
+        known = self._trackers.get(name)
+        tracker = await self.tracker(name)
+        if tracker is known and (fresh or tracker.inventory is None):
+            return await tracker.refresh()  # a new tracker has just read the host
+        assert tracker.inventory is not None
+        return tracker.inventory
+
+    async def domain_xml(self, host: str, vm: str, *, inactive: bool = False) -> str:
+        """The domain XML of VM ``vm`` on ``host`` (the live definition unless ``inactive``)."""
+        from kvm_clone_tui.engine.client import read_domain_xml
+
+        return await read_domain_xml(await self.host(host), vm, inactive=inactive)
+
+    async def clone_sync_state(self, host: str, vm: str) -> str | None:
+        """The ``sync-state`` a clone's own metadata records (``in-progress`` after a sync that
+        did not complete), None when it records none."""
+        from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
+
+        return read_clone_metadata(await self.domain_xml(host, vm)).get("sync-state")
+
+    async def close_host(self, name: str) -> None:
+        """Close the connection to one host (it reconnects on next use)."""
+        task = self._hosts.pop(name, None)
+        self._trackers.pop(name, None)
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        try:
+            host = await task
+        except (asyncio.CancelledError, Exception):
+            return
+        with contextlib.suppress(LibvirtError, OSError):
+            await host.close()
+
+    async def list_vms(
+        self, hosts: Sequence[str], *, status: VMState | None = None
+    ) -> list[HostListing]:
+        """The VMs of each host, read in parallel; a failing host reports its error."""
+        for name in hosts:
+            parse_host_spec(name)  # all names are checked before any connection is made
+
+        async def one(name: str) -> HostListing:
+            try:
+                inventory = await self.inventory(name)
+            except (HostError, ValidationError) as exc:
+                error = exc if isinstance(exc, KVMCloneError) else HostError(name, str(exc))
+                return HostListing(name, None, error)
+            if status is not None:
+                inventory = replace(
+                    inventory, vms=tuple(v for v in inventory.vms if v.state is status)
+                )
+            return HostListing(name, inventory)
+
+        return list(await asyncio.gather(*(one(n) for n in hosts)))
+
+    async def plan_clone(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: CloneOptions | None = None,
+        **overrides: object,
+    ) -> ClonePlan:
+        """Check a clone and decide everything about it, without copying (``--dry-run``)."""
+        from kvm_clone_tui.engine.plan import build_plan
+
+        options = options or CloneOptions.from_config(self.config, **overrides)
+        return await build_plan(self, source, dest, vm, options)
+
+    async def clone_vm(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: CloneOptions | None = None,
+        *,
+        on_event: Callable[[JobEvent], None] | None = None,
+        auto_rollback: bool = True,
+        **overrides: object,
+    ) -> CloneResult:
+        """Clone VM ``vm`` from host ``source`` to host ``dest``.
+
+        ``overrides`` are CloneOptions fields (``new_name="web02"``, ``start=True``...);
+        ``on_event`` receives the transaction log and per-disk progress. Raises CloneRefused
+        when the plan has conflicts (nothing copied), or the error that made it roll back
+        (CloneFailed, without rolling back, when ``auto_rollback`` is False). With
+        ``idempotent``, an interrupted run of the same clone is resumed (``engine/resume.py``).
+        """
+        from kvm_clone_tui.engine.clone import run_clone
+        from kvm_clone_tui.engine.journal import unfinished
+
+        options = options or CloneOptions.from_config(self.config, **overrides)
+        if options.idempotent:
+            from kvm_clone_tui.engine.resume import clone_or_resume
+
+            return await clone_or_resume(
+                self, source, dest, vm, options, on_event, auto_rollback=auto_rollback
+            )
+        new_name = options.new_name or vm
+        for journal in unfinished():
+            record = journal.record
+            if record.dest_host == dest and record.new_name == new_name:
+                await self.recover_job(journal, on_event=on_event)
+        plan = await self.plan_clone(source, dest, vm, options)
+        return await run_clone(self, plan, on_event, auto_rollback=auto_rollback)
+
+    async def run_plan(
+        self,
+        plan: ClonePlan,
+        *,
+        on_event: Callable[[JobEvent], None] | None = None,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        """Carry out a plan from :meth:`plan_clone` (e.g. after the operator confirmed it)."""
+        from kvm_clone_tui.engine.clone import run_clone
+
+        return await run_clone(self, plan, on_event, auto_rollback=auto_rollback)
+
+    async def plan_sync(
+        self, source: str, dest: str, vm: str, options: SyncOptions | None = None
+    ) -> SyncPlan:
+        """Check a sync of an earlier clone and say what it would compare (``--dry-run``)."""
+        from kvm_clone_tui.engine.sync import build_sync_plan
+
+        return await build_sync_plan(self, source, dest, vm, options or self.sync_options())
+
+    async def sync_vm(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: SyncOptions | None = None,
+        *,
+        on_event: Callable[[JobEvent], None] | None = None,
+        **overrides: object,
+    ) -> SyncResult:
+        """Bring the clone of ``vm`` on ``dest`` up to date, moving only what changed."""
+        from kvm_clone_tui.engine.sync import run_sync
+
+        plan = await self.plan_sync(source, dest, vm, options or self.sync_options(**overrides))
+        return await run_sync(self, plan, on_event)
+
+    async def run_sync_plan(
+        self, plan: SyncPlan, on_event: Callable[[JobEvent], None] | None = None
+    ) -> SyncResult:
+        """Carry out a plan from :meth:`plan_sync` (e.g. after the operator confirmed it)."""
+        from kvm_clone_tui.engine.sync import run_sync
+
+        return await run_sync(self, plan, on_event)
+
+    async def revert_sync(self, dest: str, target: str) -> RevertResult:
+        """Put the clone ``target`` on ``dest`` back as it was before its last sync made with
+        ``checkpoint=True`` (refused when the clone changed since)."""
+        from kvm_clone_tui.engine.sync_undo import revert
+
+        return await revert(self, dest, target)
+
+    def sync_options(self, **overrides: object) -> SyncOptions:
+        """Sync options with the config's defaults, then ``overrides`` (None ignored)."""
+        values: dict[str, object] = {
+            "mode": self.config.sync.mode,
+            "transfer": self.config.clone.transfer,
+            "bandwidth_limit": self.config.clone.bandwidth_limit_bytes,
+            "verify": self.config.clone.verify,
+            "parallel": self.config.clone.parallel,
+            "no_progress_timeout": float(self.config.clone.no_progress_timeout),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return SyncOptions(**values)  # type: ignore[arg-type]
+
+    async def resume_job(
+        self,
+        job_id: str,
+        on_event: Callable[[JobEvent], None] | None = None,
+        *,
+        auto_rollback: bool = True,
+    ) -> CloneResult:
+        """Finish an interrupted clone from the files it staged (``kvm-clone resume JOB``).
+
+        Only differing or missing blocks are sent; a job that cannot resume (live clone, begun
+        commit, changed source) is rolled back and cloned afresh. Raises ResumeError for an
+        unknown job or one that another live process still runs.
+        """
+        from kvm_clone_tui.engine.resume import resume_job
+
+        return await resume_job(self, job_id, on_event, auto_rollback=auto_rollback)
+
+    async def rollback_job(
+        self, job_id: str, on_event: Callable[[JobEvent], None] | None = None
+    ) -> None:
+        """Roll back an unfinished job by id (one kept by ``auto_rollback=False``)."""
+        from kvm_clone_tui.engine.journal import unfinished
+
+        for journal in unfinished():
+            if journal.record.job_id == job_id:
+                await self.recover_job(journal, on_event)
+                return
+        raise KVMCloneError(f"no unfinished job {job_id!r}")
+
+    async def recover_job(
+        self, journal: Journal, on_event: Callable[[JobEvent], None] | None = None
+    ) -> None:
+        """Roll back an interrupted job found in the journal (after a crash or kill -9)."""
+        from kvm_clone_tui.engine.clone import rollback
+
+        if on_event is not None:
+            on_event(
+                JobEvent(
+                    journal.record.job_id,
+                    "rollback",
+                    f"rolling back interrupted job {journal.record.job_id} "
+                    f"({journal.record.state})",
+                )
+            )
+        await rollback(self, journal)
+        if on_event is not None:
+            on_event(
+                JobEvent(
+                    journal.record.job_id,
+                    "rollback",
+                    "rolled back: nothing of this job is left on the destination",
+                )
+            )
+
+    async def recover(self, on_event: Callable[[JobEvent], None] | None = None) -> list[str]:
+        """Roll back every interrupted job; return their ids."""
+        from kvm_clone_tui.engine.journal import unfinished
+
+        done = []
+        for journal in unfinished():
+            await self.recover_job(journal, on_event)
+            done.append(journal.record.job_id)
+        return done
+
+    async def close(self) -> None:
+        """Close every connection."""
+        tasks, self._hosts = self._hosts, {}
+        self._trackers.clear()
+        for task in tasks.values():
+            if not task.done():
+                task.cancel()
+        for task in tasks.values():
+            try:
+                host = await task
+            except (asyncio.CancelledError, Exception):
+                continue
+            try:
+                await host.close()
+            except (LibvirtError, OSError):
+                continue
