@@ -40,8 +40,7 @@ from typing import Any, NoReturn
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, Input
 
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.config import Config, load_config
+from kvm_clone_tui.api import Config, KVMCloneClient, load_config
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.layout import LabLayout, default_cache_dir, default_state_dir
 from kvm_clone_tui.lab.manager import Lab
