@@ -38,8 +38,8 @@ from kvm_clone_tui.engine.models import VM, Disk, DiskDevice, HostInventory, VMS
 from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.widgets.host_pane import PaneState
-from kvm_clone_tui.tui.widgets.vm_table import VMTable
+from kvm_clone_tui.tui.hosts.pane import PaneState
+from kvm_clone_tui.tui.hosts.vm_table import VMTable
 
 MiB, GiB = 1 << 20, 1 << 30
 IMAGES = "/var/lib/libvirt/images"

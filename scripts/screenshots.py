@@ -46,14 +46,14 @@ from kvm_clone_tui.lab.layout import LabLayout, default_cache_dir, default_state
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.lab.sample_vms import Extent, domain_xml, make_disk
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.details import VMDetailsScreen
-from kvm_clone_tui.tui.screens.rollback import RollbackScreen
-from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
+from kvm_clone_tui.tui.clone.dialog import CloneDialog
+from kvm_clone_tui.tui.clone.rollback import RollbackScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.details import VMDetailsScreen
+from kvm_clone_tui.tui.hosts.pane import HostPane, PaneState
 from kvm_clone_tui.tui.startup import running_lab_config
-from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
+from kvm_clone_tui.tui.sync.dialog import SyncDialog
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_WIDTH = 1800  # pixels
@@ -329,11 +329,11 @@ async def jobs(lab: Lab, config: Config, out: Path, size: tuple[int, int]) -> Pa
         await pilot.pause(0.3)  # a repaint
         if not view.status.active or any(f.finished for f in files):
             shown = ", ".join(f"{f.label} {f.fraction:.0%}" for f in files)
-            await give_up(pilot, f"{view.status.value} before the picture: {shown}")
+            await give_up(pilot, f"{view.status.label} before the picture: {shown}")
         shot = Path(app.save_screenshot("jobs.svg", str(out)))
         await wait_until(pilot, lambda: not view.status.active, "the clone to finish", TIMEOUT)
         if view.status is not JobStatus.DONE:
-            await give_up(pilot, f"{view.state.title} ended {view.status.value}")
+            await give_up(pilot, f"{view.state.title} ended {view.status.label}")
     return shot
 
 
@@ -356,7 +356,7 @@ async def rollback(lab: Lab, config: Config, out: Path, size: tuple[int, int]) -
         await pilot.press("r")
         await wait_until(pilot, lambda: not view.status.active, "the rollback", TIMEOUT)
         if view.status is not JobStatus.ROLLED_BACK:
-            await give_up(pilot, f"the failed clone ended {view.status.value}")
+            await give_up(pilot, f"the failed clone ended {view.status.label}")
     return shot
 
 
@@ -388,7 +388,7 @@ async def sync(lab: Lab, config: Config, out: Path, size: tuple[int, int]) -> Pa
         (view,) = app.jobs.sync_views
         await wait_until(pilot, lambda: not view.status.active and view.runs, "sync 1", TIMEOUT)
         if view.status is not JobStatus.DONE:
-            await give_up(pilot, f"the first sync ended {view.status.value}")
+            await give_up(pilot, f"the first sync ended {view.status.label}")
 
         await asyncio.to_thread(guest_write, disk, 128 * MiB, 24 * MiB, 0xA5)
         await pilot.press("R")  # the same pair and settings again (this focuses the session)
@@ -403,11 +403,11 @@ async def sync(lab: Lab, config: Config, out: Path, size: tuple[int, int]) -> Pa
         await wait_until(pilot, mid_copy, "sync 2 to get mid-way", TIMEOUT)
         await pilot.pause(0.3)  # a repaint
         if not view.status.active or any(f.finished for f in view.files.values()):
-            await give_up(pilot, f"sync 2 got too far before the picture: {view.status.value}")
+            await give_up(pilot, f"sync 2 got too far before the picture: {view.status.label}")
         shot = Path(app.save_screenshot("sync.svg", str(out)))
         await wait_until(pilot, lambda: not view.status.active, "sync 2", TIMEOUT)
         if view.status is not JobStatus.DONE:
-            await give_up(pilot, f"the second sync ended {view.status.value}")
+            await give_up(pilot, f"the second sync ended {view.status.label}")
     return shot
 
 

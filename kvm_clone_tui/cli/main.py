@@ -14,8 +14,8 @@ from kvm_clone_tui.cli import (
     resume_cmd,
     revert_cmd,
     sync_cmd,
+    tui_cmd,
 )
-from kvm_clone_tui.tui import command as tui_command
 
 DESCRIPTION = """\
 Clone and synchronise KVM virtual machines between libvirt hosts over SSH.
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kvm-clone {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    tui_command.add_parser(sub)
+    tui_cmd.add_parser(sub)
     list_cmd.add_parser(sub)
     clone_cmd.add_parser(sub)
     resume_cmd.add_parser(sub)

@@ -5,26 +5,31 @@ It stands on :mod:`kvm_clone_tui.api` only: it talks to hosts through the API's
 imports the engine, libvirt or asyncssh (``lint-imports``; ``tests/unit/test_layers.py``).
 Nothing here is imported by ``kvm-clone`` until the UI is opened.
 
-Where things are:
+Where things are (by feature, as darrenburns/posting groups its widgets; decision 24):
 
-- ``app.py``: the app (layout, actions, routing of messages); ``app.tcss`` its styles.
-- ``widgets/``: ``HostPane`` (one host: connection state, loading worker, events),
-  ``VMTable`` (rows updated one at a time; marks; filter; columns fitted to the width; rows
-  dragged out through the ``DragSource`` mixin), ``JobsPanel`` and ``JobView`` (one clone job:
-  its worker, a progress line per file, its log), ``SyncView`` (one sync session: its runs),
-  ``FilterBar``, ``StatusBar``, ``EmptyState``.
-- ``screens/``: modal screens (VM details, add host, confirm, help generated from BINDINGS;
-  the clone's ``DestinationScreen``, ``CloneDialog`` and the failed clone's ``RollbackScreen``).
-- ``clone_flow.py``: the app's clone logic, from a pane's selection (``c``) or a drop to jobs,
-  cancelling and the rollback prompt; ``clone_setup.py`` the dialog's form and its checks,
-  ``plan_text.py`` a plan for people, ``job_state.py`` what a job's events add up to.
-- ``sync_flow.py``: sync sessions (``s`` on a VM, ``r`` on a session, ``R`` anywhere);
-  ``sync_session.py`` the remembered pairs and each run's numbers; ``widgets/sync_view.py`` a
-  session in the jobs panel (built from the job view's parts); ``screens/sync_dialog.py`` the
-  clone's name, the mode, the undo checkpoint and the live sync plan.
-- ``source.py``: what the UI needs from the engine (``CloneSource`` for clones), and
-  ``HostFeeds`` (one subscription per host tracker, events routed to the pane showing the host).
-- ``commands.py``: the command palette's commands; ``messages.py``: messages between parts.
+- ``app.py``: the app (layout, actions, routing of messages); ``app.tcss`` its styles;
+  ``palette.py`` the command palette's commands; ``startup.py`` which configuration and hosts
+  it opens with (the ``tui`` subcommand itself is :mod:`kvm_clone_tui.cli.tui_cmd`);
+  ``jobs_panel.py`` the jobs panel, where clone jobs and sync sessions run side by side;
+  ``plan_text.py`` clone and sync plans for people.
+- ``hosts/``: ``HostPane`` (one host: connection state, loading worker, events), ``VMTable``
+  (rows updated one at a time; marks; filter; columns fitted to the width; rows dragged out
+  through the ``DragSource`` mixin), ``HostFeeds`` (one subscription per host tracker, events
+  routed to the pane showing the host), ``FilterBar``, ``StatusBar``, ``EmptyState``, the VM
+  details and add-host screens, and the messages a pane sends to the app.
+- ``clone/``: ``flow.py`` the app's clone logic, from a pane's selection (``c``) or a drop to
+  jobs, cancelling and the rollback prompt; ``dialog.py`` the ``CloneDialog``, ``setup.py`` its
+  form and checks; ``job_state.py`` what a job's events add up to, ``job_view.py`` the
+  ``JobView`` (a progress line per file, its log); ``rollback.py`` the failed clone's
+  ``RollbackScreen``.
+- ``sync/``: ``flow.py`` sync sessions (``s`` on a VM, ``r`` on a session, ``R`` anywhere);
+  ``session.py`` the remembered pairs and each run's numbers; ``view.py`` a session in the jobs
+  panel; ``dialog.py`` the clone's name, the mode, the undo checkpoint and the live sync plan.
+- ``common/``: what both share: ``JobStatus`` and its labels, per-file progress and log lines,
+  ``FileRow``; the ``DestinationScreen``, ``ConfirmScreen`` and ``HelpScreen`` (generated from
+  BINDINGS).
+- What the UI needs from the engine are the ports of :mod:`kvm_clone_tui.api.ports`
+  (``CloneSource`` for clones, ``SyncSource`` for syncs), re-exported by ``hosts/feeds.py``.
 
 Cloning, in short: ``c`` asks where (``DestinationScreen``), a drop on another pane knows where;
 ``CloneDialog`` plans in a worker (``plan_clone``, again after each pause in typing) and starts

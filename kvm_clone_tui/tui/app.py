@@ -19,34 +19,34 @@ from textual.widgets import Footer, Header
 from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.api.models import VM
-from kvm_clone_tui.tui.clone_flow import CloneFlow
-from kvm_clone_tui.tui.commands import KVMCloneCommands
-from kvm_clone_tui.tui.messages import (
+from kvm_clone_tui.tui.clone.dialog import CloneDialog
+from kvm_clone_tui.tui.clone.flow import CloneFlow
+from kvm_clone_tui.tui.clone.job_view import JobView
+from kvm_clone_tui.tui.clone.rollback import RollbackScreen
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen
+from kvm_clone_tui.tui.common.help import HelpScreen, HelpSections, class_bindings
+from kvm_clone_tui.tui.hosts.add_host import AddHostScreen
+from kvm_clone_tui.tui.hosts.details import VMDetailsScreen, XMLLoader
+from kvm_clone_tui.tui.hosts.drag_source import DragSource
+from kvm_clone_tui.tui.hosts.empty_state import EmptyState
+from kvm_clone_tui.tui.hosts.feeds import DomainXMLSource, HostFeeds, InventorySource
+from kvm_clone_tui.tui.hosts.filter_bar import FilterBar
+from kvm_clone_tui.tui.hosts.messages import (
     CloneRequested,
     PaneStatusChanged,
     RemoveHostRequested,
     SyncRequested,
     VMDetailsRequested,
 )
-from kvm_clone_tui.tui.screens.add_host import AddHostScreen
-from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.details import VMDetailsScreen, XMLLoader
-from kvm_clone_tui.tui.screens.help import HelpScreen, HelpSections, class_bindings
-from kvm_clone_tui.tui.screens.rollback import RollbackScreen
-from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
-from kvm_clone_tui.tui.source import DomainXMLSource, HostFeeds, InventorySource
-from kvm_clone_tui.tui.sync_flow import SyncFlow
-from kvm_clone_tui.tui.widgets.drag_source import DragSource
-from kvm_clone_tui.tui.widgets.empty_state import EmptyState
-from kvm_clone_tui.tui.widgets.filter_bar import FilterBar
-from kvm_clone_tui.tui.widgets.host_pane import HostPane
-from kvm_clone_tui.tui.widgets.job_view import JobView
-from kvm_clone_tui.tui.widgets.jobs_panel import JobsPanel
-from kvm_clone_tui.tui.widgets.status_bar import StatusBar
-from kvm_clone_tui.tui.widgets.sync_view import SyncView
-from kvm_clone_tui.tui.widgets.vm_table import VMTable
+from kvm_clone_tui.tui.hosts.pane import HostPane
+from kvm_clone_tui.tui.hosts.status_bar import StatusBar
+from kvm_clone_tui.tui.hosts.vm_table import VMTable
+from kvm_clone_tui.tui.jobs_panel import JobsPanel
+from kvm_clone_tui.tui.palette import KVMCloneCommands
+from kvm_clone_tui.tui.sync.dialog import SyncDialog
+from kvm_clone_tui.tui.sync.flow import SyncFlow
+from kvm_clone_tui.tui.sync.view import SyncView
 
 DARK_THEME, LIGHT_THEME = "textual-dark", "textual-light"
 #: Actions on the panes: not while a dialog (details, add host, a question) is open.

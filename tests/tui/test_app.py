@@ -11,16 +11,16 @@ from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.api.models import HostInventory
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.screens.add_host import AddHostScreen
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.details import VMDetailsScreen
-from kvm_clone_tui.tui.screens.help import HelpScreen, help_entries
-from kvm_clone_tui.tui.source import Listener
-from kvm_clone_tui.tui.widgets.empty_state import EmptyState
-from kvm_clone_tui.tui.widgets.filter_bar import FilterBar
-from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
-from kvm_clone_tui.tui.widgets.status_bar import StatusBar
-from kvm_clone_tui.tui.widgets.vm_table import MARK, VMTable
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.help import HelpScreen, help_entries
+from kvm_clone_tui.tui.hosts.add_host import AddHostScreen
+from kvm_clone_tui.tui.hosts.details import VMDetailsScreen
+from kvm_clone_tui.tui.hosts.empty_state import EmptyState
+from kvm_clone_tui.tui.hosts.feeds import Listener
+from kvm_clone_tui.tui.hosts.filter_bar import FilterBar
+from kvm_clone_tui.tui.hosts.pane import HostPane, PaneState
+from kvm_clone_tui.tui.hosts.status_bar import StatusBar
+from kvm_clone_tui.tui.hosts.vm_table import MARK, VMTable
 from tests.tui.conftest import SIZE, screen_text, wait_until
 
 SAMPLE_VMS = {"web01", "db01", "installer", "linked01", "app.v2", "writer"}  # + uefi01 with OVMF
@@ -71,7 +71,7 @@ async def test_panes_fill_with_the_lab_vms(lab: Lab, lab_config: Config) -> None
         assert cell(alpha, "writer", "state") == "running"
         assert focused_pane(app) is alpha
         assert "3 hosts · 3 connected" in str(app.query_one(StatusBar).render())
-    assert app._own_client is not None and not app._own_client._hosts  # closed on exit
+    assert app._own_client is not None and not app._own_client.connected  # closed on exit
 
 
 async def test_keyboard_navigation_and_marking(lab: Lab, lab_config: Config) -> None:

@@ -17,13 +17,14 @@ from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.rollback import RollbackScreen
-from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
-from kvm_clone_tui.tui.widgets.job_view import FileRow, JobView
+from kvm_clone_tui.tui.clone.dialog import CloneDialog
+from kvm_clone_tui.tui.clone.job_view import JobView
+from kvm_clone_tui.tui.clone.rollback import RollbackScreen
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.common.job_widget import FileRow
+from kvm_clone_tui.tui.hosts.pane import HostPane, PaneState
 from tests.tui.conftest import SIZE, screen_text, wait_until
 from tests.tui.lab_clones import (
     domains,

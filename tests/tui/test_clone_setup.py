@@ -6,15 +6,15 @@ import dataclasses
 from typing import Any
 
 from kvm_clone_tui.api.options import CloneOptions
-from kvm_clone_tui.tui.clone_setup import (
+from kvm_clone_tui.tui.clone.setup import (
     CloneForm,
     CloneRequest,
     bandwidth_text,
     clone_options,
     form_problem,
     initial_form,
-    vm_names,
 )
+from kvm_clone_tui.tui.common.destination import vm_names
 from tests.tui.fake_source import alpha_vms
 
 VMS = {vm.name: vm for vm in alpha_vms()}

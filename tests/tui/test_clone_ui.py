@@ -15,13 +15,13 @@ from textual.widgets import Button, Input, Label
 from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.engine.plan import ClonePlan
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.rollback import RollbackScreen
-from kvm_clone_tui.tui.widgets.host_pane import PaneState
-from kvm_clone_tui.tui.widgets.job_view import JobView
+from kvm_clone_tui.tui.clone.dialog import CloneDialog
+from kvm_clone_tui.tui.clone.job_view import JobView
+from kvm_clone_tui.tui.clone.rollback import RollbackScreen
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.pane import PaneState
 from tests.tui.conftest import SIZE, screen_text, wait_until
 from tests.tui.fake_clone import FakeCloneSource, lab_like_clone_source
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from kvm_clone_tui.api.models import HostInventory
 from kvm_clone_tui.engine.inventory import InventoryEvent
-from kvm_clone_tui.tui.source import HostFeeds
+from kvm_clone_tui.tui.hosts.feeds import HostFeeds
 
 
 class StubTracker:

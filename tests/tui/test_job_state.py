@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
-from kvm_clone_tui.tui.job_state import RATE_SAMPLES, FileState, JobState, format_duration
+from kvm_clone_tui.tui.clone.job_state import JobState
+from kvm_clone_tui.tui.common.progress import RATE_SAMPLES, FileState, format_duration
 from tests.tui.fake_clone import T0, fake_plan, lab_like_clone_source
 
 MiB = 1 << 20

@@ -17,11 +17,11 @@ from textual.widgets import Button, Checkbox, Input
 
 from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
-from kvm_clone_tui.tui.screens.rollback import RollbackScreen
-from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
-from kvm_clone_tui.tui.widgets.host_pane import PaneState
+from kvm_clone_tui.tui.clone.dialog import CloneDialog
+from kvm_clone_tui.tui.clone.rollback import RollbackScreen
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.pane import PaneState
+from kvm_clone_tui.tui.sync.dialog import SyncDialog
 from tests.tui.fake_clone import FakeCloneSource, lab_like_clone_source
 from tests.tui.fake_sync import lab_like_sync_source
 

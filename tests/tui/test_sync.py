@@ -19,18 +19,18 @@ from pathlib import Path
 import pytest
 from textual.widgets import Checkbox, Static
 
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
-from kvm_clone_tui.tui.widgets.host_pane import PaneState
-from kvm_clone_tui.tui.widgets.sync_view import SyncView
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.pane import PaneState
+from kvm_clone_tui.tui.sync.dialog import SyncDialog
+from kvm_clone_tui.tui.sync.view import SyncView
 from tests.tui.conftest import SIZE, screen_text, wait_until
 from tests.tui.lab_clones import IMAGES, images, remove_clone, unique_name
 

@@ -10,13 +10,13 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton
 
 from kvm_clone_tui.tui.app import KVMCloneApp
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.sync_dialog import SyncDialog
-from kvm_clone_tui.tui.sync_session import SyncPair
-from kvm_clone_tui.tui.widgets.host_pane import PaneState
-from kvm_clone_tui.tui.widgets.sync_view import SyncView
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.pane import PaneState
+from kvm_clone_tui.tui.sync.dialog import SyncDialog
+from kvm_clone_tui.tui.sync.session import SyncPair
+from kvm_clone_tui.tui.sync.view import SyncView
 from tests.tui.conftest import SIZE, screen_text, wait_until
 from tests.tui.fake_sync import FakeSyncSource, lab_like_sync_source
 

@@ -12,7 +12,7 @@ from textual.render import measure
 from textual.widgets.data_table import ColumnKey
 
 from kvm_clone_tui.api.models import VM, VMState
-from kvm_clone_tui.tui.widgets.vm_table import COLUMNS, MARK, VMTable, fitting_columns
+from kvm_clone_tui.tui.hosts.vm_table import COLUMNS, MARK, VMTable, fitting_columns
 
 
 def make_vm(i: int, state: VMState = VMState.SHUT_OFF) -> VM:

@@ -13,7 +13,7 @@ from textual.message import Message
 from kvm_clone_tui.api.models import InventoryEvent
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.tui.widgets.host_pane import HostPane
+    from kvm_clone_tui.tui.hosts.pane import HostPane
 
 
 class InventoryChanged(Message):

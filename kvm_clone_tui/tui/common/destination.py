@@ -16,7 +16,6 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from kvm_clone_tui.api.models import VM
-from kvm_clone_tui.tui.clone_setup import vm_names
 
 
 class DestinationScreen(ModalScreen[str | None]):
@@ -89,3 +88,9 @@ class DestinationScreen(ModalScreen[str | None]):
     @on(OptionList.OptionSelected)
     def _picked(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
+
+
+def vm_names(vms: Sequence[VM]) -> str:
+    """``web01``, ``web01, db01``, ``web01, db01 +2``."""
+    names = [vm.name for vm in vms]
+    return ", ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")

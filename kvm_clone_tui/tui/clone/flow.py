@@ -20,31 +20,22 @@ from kvm_clone_tui.api.errors import CloneFailed
 from kvm_clone_tui.api.models import VM
 from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.api.plans import ClonePlan
-from kvm_clone_tui.tui.clone_setup import CloneRequest, vm_names
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.clone_dialog import CloneDialog
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.rollback import Choice, RollbackScreen
-from kvm_clone_tui.tui.source import CloneSource
-from kvm_clone_tui.tui.widgets.drag_source import DragSource
-from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
-from kvm_clone_tui.tui.widgets.job_view import JobView
-from kvm_clone_tui.tui.widgets.sync_view import SyncView
+from kvm_clone_tui.tui.clone.dialog import CloneDialog
+from kvm_clone_tui.tui.clone.job_view import JobView
+from kvm_clone_tui.tui.clone.rollback import Choice, RollbackScreen
+from kvm_clone_tui.tui.clone.setup import CloneRequest
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen, vm_names
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.drag_source import DragSource
+from kvm_clone_tui.tui.hosts.feeds import CloneSource
+from kvm_clone_tui.tui.hosts.pane import HostPane, pane_note
+from kvm_clone_tui.tui.sync.view import SyncView
 
 if TYPE_CHECKING:
     from kvm_clone_tui.tui.app import KVMCloneApp
 
 DROP_TARGET = "-drop-target"
-
-
-def pane_note(pane: HostPane) -> str:
-    """A pane's state in a few words for the destination list ("" when connected)."""
-    if pane.state is PaneState.CONNECTING:
-        return "connecting…"
-    if pane.state is PaneState.FAILED:
-        return f"error: {pane.error}"
-    return ""
 
 
 class CloneFlow:
@@ -124,7 +115,7 @@ class CloneFlow:
         elif view.can_roll_back:
             self.ask_rollback(view)
         else:
-            self.app.notify(f"{view.state.title}: {view.status.value}, nothing to cancel")
+            self.app.notify(f"{view.state.title}: {view.status.label}, nothing to cancel")
 
     def _confirm_cancel(self, view: JobView) -> None:
         def answered(yes: bool | None) -> None:

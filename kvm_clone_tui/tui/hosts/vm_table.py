@@ -19,7 +19,7 @@ from textual.widgets import DataTable
 
 from kvm_clone_tui.api.models import VM, DiskDevice, VMState
 from kvm_clone_tui.api.units import format_bytes
-from kvm_clone_tui.tui.widgets.drag_source import DragSource
+from kvm_clone_tui.tui.hosts.drag_source import DragSource
 
 MARK = "●"
 SCROLLBAR = 2  # cells a vertical scrollbar takes

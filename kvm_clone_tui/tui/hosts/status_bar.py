@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from textual.content import Content
 from textual.widgets import Static
 
-from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
+from kvm_clone_tui.tui.hosts.pane import HostPane, PaneState
 
 
 def status_line(panes: Sequence[HostPane], filter_text: str | None, jobs: str = "") -> Content:

@@ -11,11 +11,11 @@ from textual.content import Content
 from textual.widgets import Static
 
 from kvm_clone_tui.api.plans import ClonePlan
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.source import CloneSource, SyncSource
-from kvm_clone_tui.tui.sync_session import SyncPair, SyncSettings
-from kvm_clone_tui.tui.widgets.job_view import JobView
-from kvm_clone_tui.tui.widgets.sync_view import SyncView
+from kvm_clone_tui.tui.clone.job_view import JobView
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.feeds import CloneSource, SyncSource
+from kvm_clone_tui.tui.sync.session import SyncPair, SyncSettings
+from kvm_clone_tui.tui.sync.view import SyncView
 
 EMPTY = "No jobs yet. Press c on a VM to clone it, or drag it onto another host's pane."
 

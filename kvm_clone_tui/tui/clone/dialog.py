@@ -22,7 +22,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSe
 
 from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.api.plans import ClonePlan
-from kvm_clone_tui.tui.clone_setup import (
+from kvm_clone_tui.tui.clone.setup import (
     COMPRESSIONS,
     TRANSFERS,
     CloneForm,

@@ -38,9 +38,11 @@ from textual.worker import Worker
 from kvm_clone_tui.api.events import JobEvent
 from kvm_clone_tui.api.ports import CloneStateSource
 from kvm_clone_tui.api.units import format_bytes
-from kvm_clone_tui.tui.job_state import FileState, JobStatus, log_line
-from kvm_clone_tui.tui.source import SyncSource
-from kvm_clone_tui.tui.sync_session import (
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.common.job_widget import LOG_LINES, REPAINT_SECONDS, FileRow
+from kvm_clone_tui.tui.common.progress import FileState, log_line
+from kvm_clone_tui.tui.hosts.feeds import SyncSource
+from kvm_clone_tui.tui.sync.session import (
     SyncPair,
     SyncRun,
     SyncSettings,
@@ -48,7 +50,6 @@ from kvm_clone_tui.tui.sync_session import (
     revert_refusal,
     runs_table,
 )
-from kvm_clone_tui.tui.widgets.job_view import LOG_LINES, REPAINT_SECONDS, FileRow
 
 Note = tuple[str, str]  # (log step, message)
 
@@ -380,7 +381,7 @@ class SyncView(Vertical, can_focus=True):
                 for line in lines:
                     log.write(line, width=width)
         count = f"{len(self.runs)} run(s) · {self.settings.describe()}"
-        status = Text(self.status.value, style=self.status.style)
+        status = Text(self.status.label, style=self.status.style)
         parts: list[str | Text] = [count, " · ", status]
         if self.runs and self.runs[-1].reverted and not self.status.active:
             parts += [" · ", Text("reverted: r syncs again (hash mode)", style="yellow")]

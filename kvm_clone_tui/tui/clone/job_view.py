@@ -20,10 +20,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import Label, ProgressBar, RichLog, Sparkline, Static
+from textual.widgets import RichLog
 from textual.worker import Worker
 
 from kvm_clone_tui.api.errors import CloneFailed
@@ -31,11 +31,12 @@ from kvm_clone_tui.api.events import JobEvent
 from kvm_clone_tui.api.plans import ClonePlan
 from kvm_clone_tui.api.results import CloneResult
 from kvm_clone_tui.api.units import format_bytes
-from kvm_clone_tui.tui.job_state import FileState, JobState, JobStatus, format_duration
-from kvm_clone_tui.tui.source import CloneSource
+from kvm_clone_tui.tui.clone.job_state import JobState
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.common.job_widget import LOG_LINES, REPAINT_SECONDS, FileRow
+from kvm_clone_tui.tui.common.progress import format_duration
+from kvm_clone_tui.tui.hosts.feeds import CloneSource
 
-REPAINT_SECONDS = 0.25
-LOG_LINES = 2000
 CANCELLED = "cancelled before anything was staged"
 
 
@@ -54,27 +55,6 @@ def done_note(result: CloneResult) -> str:
             f"there (verified), {note}"
         )
     return f"{note} ({result.consistency})" if result.consistency else note
-
-
-class FileRow(Horizontal):
-    """``vda  ███████░░░░ 45%  12.0 MiB / 45.0 MiB · 2.0 MiB/s · ETA 0:17  ▂▃▅▇``."""
-
-    def __init__(self, state: FileState) -> None:
-        super().__init__(classes="file-row")
-        self.state = state
-
-    def compose(self) -> ComposeResult:
-        yield Label(Content(self.state.label), classes="file-label")
-        yield ProgressBar(total=max(1, self.state.total), show_eta=False)
-        yield Static(classes="file-stats")
-        yield Sparkline([], classes="file-rate")
-
-    def repaint(self) -> None:
-        """Show the file's latest state."""
-        state = self.state
-        self.query_one(ProgressBar).update(total=max(1, state.total), progress=state.done)
-        self.query_one(".file-stats", Static).update(Content(state.stats()))
-        self.query_one(Sparkline).data = list(state.rates)
 
 
 class JobView(Vertical, can_focus=True):
@@ -231,7 +211,7 @@ class JobView(Vertical, can_focus=True):
         """``r``: finish a kept job from its staged files."""
         if not self.resume():
             self.app.notify(
-                f"{self.state.title}: {self.status.value}; only a failed job that kept its "
+                f"{self.state.title}: {self.status.label}; only a failed job that kept its "
                 "staged files can be resumed",
                 severity="warning",
             )
@@ -292,7 +272,7 @@ class JobView(Vertical, can_focus=True):
             self._log("info", note, self.state.last_time)  # at the engine's last word
         elif note:
             step = "rollback" if status is JobStatus.ROLLED_BACK else "error"
-            self._log(step, f"{status.value}: {note}")
+            self._log(step, f"{status.label}: {note}")
         self._set_status(status)
         self._repaint()
         if message.failure is not None:
@@ -330,7 +310,7 @@ class JobView(Vertical, can_focus=True):
         self.state.dirty = False
         for row in self._rows:
             row.repaint()
-        status = Text(self.status.value, style=self.status.style)
+        status = Text(self.status.label, style=self.status.style)
         self.border_subtitle = Content.from_rich_text(
             Text.assemble(self.state.summary(), " · ", status)
         )

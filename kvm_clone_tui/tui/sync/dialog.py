@@ -25,7 +25,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSe
 
 from kvm_clone_tui.api.validation import ValidationError, validate_vm_name
 from kvm_clone_tui.tui.plan_text import plan_failure, sync_plan_renderable
-from kvm_clone_tui.tui.sync_session import SYNC_MODES, SyncSettings
+from kvm_clone_tui.tui.sync.session import SYNC_MODES, SyncSettings
 
 if TYPE_CHECKING:
     from kvm_clone_tui.api.plans import SyncPlan

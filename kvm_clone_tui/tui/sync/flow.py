@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kvm_clone_tui.tui.clone_flow import pane_note
-from kvm_clone_tui.tui.job_state import JobStatus
-from kvm_clone_tui.tui.screens.confirm import ConfirmScreen
-from kvm_clone_tui.tui.screens.destination import DestinationScreen
-from kvm_clone_tui.tui.screens.sync_dialog import SyncChoice, SyncDialog
-from kvm_clone_tui.tui.source import SyncSource
-from kvm_clone_tui.tui.sync_session import SyncPair, SyncPairs, SyncSettings
-from kvm_clone_tui.tui.widgets.host_pane import HostPane, PaneState
-from kvm_clone_tui.tui.widgets.sync_view import SyncView
+from kvm_clone_tui.tui.common.confirm import ConfirmScreen
+from kvm_clone_tui.tui.common.destination import DestinationScreen
+from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.hosts.feeds import SyncSource
+from kvm_clone_tui.tui.hosts.pane import HostPane, PaneState, pane_note
+from kvm_clone_tui.tui.sync.dialog import SyncChoice, SyncDialog
+from kvm_clone_tui.tui.sync.session import SyncPair, SyncPairs, SyncSettings
+from kvm_clone_tui.tui.sync.view import SyncView
 
 if TYPE_CHECKING:
     from kvm_clone_tui.api.plans import SyncPlan
@@ -124,7 +123,7 @@ class SyncFlow:
         """``x`` on a session: confirm, then stop its running sync."""
         if view.status is not JobStatus.RUNNING:
             hint = " (r resumes it)" if view.mid_sync is not False else ""
-            self.app.notify(f"{view.pair.title}: {view.status.value}, nothing to cancel{hint}")
+            self.app.notify(f"{view.pair.title}: {view.status.label}, nothing to cancel{hint}")
             return
 
         def answered(yes: bool | None) -> None:

@@ -15,7 +15,8 @@ from textual.widgets import DataTable, Static
 
 from kvm_clone_tui.api.errors import HostError
 from kvm_clone_tui.api.models import VM, HostInventory, InventoryEvent
-from kvm_clone_tui.tui.messages import (
+from kvm_clone_tui.tui.hosts.feeds import HostFeeds
+from kvm_clone_tui.tui.hosts.messages import (
     CloneRequested,
     InventoryChanged,
     PaneStatusChanged,
@@ -23,8 +24,7 @@ from kvm_clone_tui.tui.messages import (
     SyncRequested,
     VMDetailsRequested,
 )
-from kvm_clone_tui.tui.source import HostFeeds
-from kvm_clone_tui.tui.widgets.vm_table import VMTable
+from kvm_clone_tui.tui.hosts.vm_table import VMTable
 
 
 class PaneState(str, Enum):
@@ -236,3 +236,12 @@ class HostPane(Vertical):
         event.stop()
         if event.row_key.value is not None:
             self.post_message(VMDetailsRequested(self.host, event.row_key.value))
+
+
+def pane_note(pane: HostPane) -> str:
+    """A pane's state in a few words for the destination list ("" when connected)."""
+    if pane.state is PaneState.CONNECTING:
+        return "connecting…"
+    if pane.state is PaneState.FAILED:
+        return f"error: {pane.error}"
+    return ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from kvm_clone_tui.api.config import parse_bandwidth
@@ -120,9 +119,3 @@ def clone_options(defaults: CloneOptions, form: CloneForm) -> list[CloneOptions]
         preserve_mac=form.preserve_mac,
     )
     return [replace(shared, new_name=name) for name in form.names]
-
-
-def vm_names(vms: Sequence[VM]) -> str:
-    """``web01``, ``web01, db01``, ``web01, db01 +2``."""
-    names = [vm.name for vm in vms]
-    return ", ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")

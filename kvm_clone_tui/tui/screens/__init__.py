@@ -1,1 +1,0 @@
-"""Modal screens: VM details, add host, confirmation, help."""
