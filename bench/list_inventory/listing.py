@@ -21,7 +21,7 @@ from bench.common.paths import KVM_CLONE
 from bench.common.progress import log
 from bench.common.stats import Summary
 from bench.list_inventory.reads import ReadCounter, counting_reads
-from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.engine.config import Config, load_config
 
 

@@ -22,7 +22,7 @@ from bench.list_inventory.reads import (
     counter_free_read,
     counting_reads,
 )
-from kvm_clone_tui.engine.client import KVMCloneClient
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.engine.config import Config, load_config
 from kvm_clone_tui.engine.inventory import InventoryEvent, InventoryTracker
 from kvm_clone_tui.engine.models import VMState

@@ -8,14 +8,13 @@ TUI, or the CLI) loads neither libvirt nor asyncssh; they load when a host is fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from kvm_clone_tui.api.config import Config, load_config
-from kvm_clone_tui.api.errors import HostError, KVMCloneError, LibvirtError
+from kvm_clone_tui.api.errors import HostError, KVMCloneError
 from kvm_clone_tui.api.events import JobEvent
 from kvm_clone_tui.api.models import HostInventory, HostListing, VMState
 from kvm_clone_tui.api.options import CloneOptions, SyncOptions
@@ -24,9 +23,10 @@ from kvm_clone_tui.api.results import CloneResult, RevertResult, SyncResult, Unf
 from kvm_clone_tui.api.validation import ValidationError, parse_host_spec
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.engine.hosts import Host
+    from kvm_clone_tui.engine.host_port import Host
     from kvm_clone_tui.engine.inventory import InventoryTracker
     from kvm_clone_tui.engine.journal import Journal
+    from kvm_clone_tui.engine.registry import HostRegistry
     from kvm_clone_tui.engine.ssh import SSHSettings
 
 __all__ = ["HostListing", "KVMCloneClient", "unfinished_jobs"]
@@ -63,22 +63,39 @@ def unfinished_jobs(*, include_running: bool = False) -> list[UnfinishedJob]:
 
 
 class KVMCloneClient:
-    """Connections to hosts, opened on first use and shared by everything until closed."""
+    """Connections to hosts, opened on first use and shared by everything until closed.
+
+    The connections live in the engine's hosts registry (``engine/registry.py``), built on
+    first use; the engine's operations get the registry, never this object.
+    """
 
     def __init__(self, config: Config | None = None, *, ssh: SSHSettings | None = None) -> None:
         self.config = config if config is not None else load_config()
         self._ssh_settings = ssh
-        self._hosts: dict[str, asyncio.Task[Host]] = {}
-        self._trackers: dict[str, InventoryTracker] = {}
+        self._registry: HostRegistry | None = None
 
     @property
     def ssh_settings(self) -> SSHSettings:
         """How hosts are reached: the ``ssh=`` given, else the ``ssh`` section of the config."""
         if self._ssh_settings is None:
-            from kvm_clone_tui.engine.client import ssh_settings
+            from kvm_clone_tui.engine.registry import ssh_settings
 
             self._ssh_settings = ssh_settings(self.config)
         return self._ssh_settings
+
+    @property
+    def hosts(self) -> HostRegistry:
+        """The engine's hosts registry (built on first use: this loads asyncssh and libvirt)."""
+        if self._registry is None:
+            from kvm_clone_tui.engine.registry import HostRegistry
+
+            self._registry = HostRegistry(self.config, self.ssh_settings)
+        return self._registry
+
+    @property
+    def connected(self) -> int:
+        """How many host connections are open or being opened."""
+        return len(self._registry) if self._registry is not None else 0
 
     async def __aenter__(self) -> KVMCloneClient:
         return self
@@ -91,57 +108,21 @@ class KVMCloneClient:
     ) -> None:
         await self.close()
 
-    @staticmethod
-    def _is_dropped(task: asyncio.Task[Host] | None) -> bool:
-        """True for a connection that was made and has closed since."""
-        if task is None or not task.done() or task.cancelled() or task.exception():
-            return False
-        return task.result().ssh.is_closed()
-
     async def host(self, name: str) -> Host:
         """The connected host ``name`` (one SSH login per host, shared by all callers)."""
-        from kvm_clone_tui.engine.client import host_target
-        from kvm_clone_tui.engine.hosts import Host
-
-        task = self._hosts.get(name)
-        if self._is_dropped(task):  # the link dropped: log in again
-            assert task is not None
-            self._trackers.pop(name, None)
-            with contextlib.suppress(LibvirtError, OSError):
-                await task.result().libvirt.close()
-            task = None
-        if task is None or (task.done() and (task.cancelled() or task.exception())):
-            target = host_target(self.config, name)
-            task = asyncio.get_running_loop().create_task(Host.connect(target, self.ssh_settings))
-            self._hosts[name] = task
-        return await asyncio.shield(task)
+        return await self.hosts.host(name)
 
     async def tracker(self, name: str) -> InventoryTracker:
         """The live inventory of host ``name`` (read once, then kept current by events)."""
-        from kvm_clone_tui.engine.inventory import InventoryTracker
-
-        tracker = self._trackers.get(name)
-        host = await self.host(name)
-        if tracker is None or tracker.host is not host:
-            tracker = InventoryTracker(host)
-            self._trackers[name] = tracker
-            await tracker.refresh()
-        return tracker
+        return await self.hosts.tracker(name)
 
     async def inventory(self, name: str, *, fresh: bool = True) -> HostInventory:
         """Host ``name``'s VMs and pools; ``fresh`` re-reads it instead of using the tracker."""
-        known = self._trackers.get(name)
-        tracker = await self.tracker(name)
-        if tracker is known and (fresh or tracker.inventory is None):
-            return await tracker.refresh()  # a new tracker has just read the host
-        assert tracker.inventory is not None
-        return tracker.inventory
+        return await self.hosts.inventory(name, fresh=fresh)
 
     async def domain_xml(self, host: str, vm: str, *, inactive: bool = False) -> str:
         """The domain XML of VM ``vm`` on ``host`` (the live definition unless ``inactive``)."""
-        from kvm_clone_tui.engine.client import read_domain_xml
-
-        return await read_domain_xml(await self.host(host), vm, inactive=inactive)
+        return await (await self.host(host)).domain_xml(vm, inactive=inactive)
 
     async def clone_sync_state(self, host: str, vm: str) -> str | None:
         """The ``sync-state`` a clone's own metadata records (``in-progress`` after a sync that
@@ -152,18 +133,8 @@ class KVMCloneClient:
 
     async def close_host(self, name: str) -> None:
         """Close the connection to one host (it reconnects on next use)."""
-        task = self._hosts.pop(name, None)
-        self._trackers.pop(name, None)
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()
-        try:
-            host = await task
-        except (asyncio.CancelledError, Exception):
-            return
-        with contextlib.suppress(LibvirtError, OSError):
-            await host.close()
+        if self._registry is not None:
+            await self._registry.close_host(name)
 
     async def list_vms(
         self, hosts: Sequence[str], *, status: VMState | None = None
@@ -198,7 +169,7 @@ class KVMCloneClient:
         from kvm_clone_tui.engine.plan import build_plan
 
         options = options or CloneOptions.from_config(self.config, **overrides)
-        return await build_plan(self, source, dest, vm, options)
+        return await build_plan(self.hosts, source, dest, vm, options)
 
     async def clone_vm(
         self,
@@ -227,7 +198,7 @@ class KVMCloneClient:
             from kvm_clone_tui.engine.resume import clone_or_resume
 
             return await clone_or_resume(
-                self, source, dest, vm, options, on_event, auto_rollback=auto_rollback
+                self.hosts, source, dest, vm, options, on_event, auto_rollback=auto_rollback
             )
         new_name = options.new_name or vm
         for journal in unfinished():
@@ -235,7 +206,7 @@ class KVMCloneClient:
             if record.dest_host == dest and record.new_name == new_name:
                 await self.recover_job(journal, on_event=on_event)
         plan = await self.plan_clone(source, dest, vm, options)
-        return await run_clone(self, plan, on_event, auto_rollback=auto_rollback)
+        return await run_clone(self.hosts, plan, on_event, auto_rollback=auto_rollback)
 
     async def run_plan(
         self,
@@ -247,7 +218,7 @@ class KVMCloneClient:
         """Carry out a plan from :meth:`plan_clone` (e.g. after the operator confirmed it)."""
         from kvm_clone_tui.engine.clone import run_clone
 
-        return await run_clone(self, plan, on_event, auto_rollback=auto_rollback)
+        return await run_clone(self.hosts, plan, on_event, auto_rollback=auto_rollback)
 
     async def plan_sync(
         self, source: str, dest: str, vm: str, options: SyncOptions | None = None
@@ -255,7 +226,7 @@ class KVMCloneClient:
         """Check a sync of an earlier clone and say what it would compare (``--dry-run``)."""
         from kvm_clone_tui.engine.sync import build_sync_plan
 
-        return await build_sync_plan(self, source, dest, vm, options or self.sync_options())
+        return await build_sync_plan(self.hosts, source, dest, vm, options or self.sync_options())
 
     async def sync_vm(
         self,
@@ -271,7 +242,7 @@ class KVMCloneClient:
         from kvm_clone_tui.engine.sync import run_sync
 
         plan = await self.plan_sync(source, dest, vm, options or self.sync_options(**overrides))
-        return await run_sync(self, plan, on_event)
+        return await run_sync(self.hosts, plan, on_event)
 
     async def run_sync_plan(
         self, plan: SyncPlan, on_event: Callable[[JobEvent], None] | None = None
@@ -279,14 +250,14 @@ class KVMCloneClient:
         """Carry out a plan from :meth:`plan_sync` (e.g. after the operator confirmed it)."""
         from kvm_clone_tui.engine.sync import run_sync
 
-        return await run_sync(self, plan, on_event)
+        return await run_sync(self.hosts, plan, on_event)
 
     async def revert_sync(self, dest: str, target: str) -> RevertResult:
         """Put the clone ``target`` on ``dest`` back as it was before its last sync made with
         ``checkpoint=True`` (refused when the clone changed since)."""
         from kvm_clone_tui.engine.sync_undo import revert
 
-        return await revert(self, dest, target)
+        return await revert(self.hosts, dest, target)
 
     def sync_options(self, **overrides: object) -> SyncOptions:
         """Sync options with the config's defaults, then ``overrides`` (None ignored)."""
@@ -316,7 +287,7 @@ class KVMCloneClient:
         """
         from kvm_clone_tui.engine.resume import resume_job
 
-        return await resume_job(self, job_id, on_event, auto_rollback=auto_rollback)
+        return await resume_job(self.hosts, job_id, on_event, auto_rollback=auto_rollback)
 
     async def rollback_job(
         self, job_id: str, on_event: Callable[[JobEvent], None] | None = None
@@ -334,26 +305,9 @@ class KVMCloneClient:
         self, journal: Journal, on_event: Callable[[JobEvent], None] | None = None
     ) -> None:
         """Roll back an interrupted job found in the journal (after a crash or kill -9)."""
-        from kvm_clone_tui.engine.clone import rollback
+        from kvm_clone_tui.engine.clone import recover_job
 
-        if on_event is not None:
-            on_event(
-                JobEvent(
-                    journal.record.job_id,
-                    "rollback",
-                    f"rolling back interrupted job {journal.record.job_id} "
-                    f"({journal.record.state})",
-                )
-            )
-        await rollback(self, journal)
-        if on_event is not None:
-            on_event(
-                JobEvent(
-                    journal.record.job_id,
-                    "rollback",
-                    "rolled back: nothing of this job is left on the destination",
-                )
-            )
+        await recover_job(self.hosts, journal, on_event)
 
     async def recover(self, on_event: Callable[[JobEvent], None] | None = None) -> list[str]:
         """Roll back every interrupted job; return their ids."""
@@ -367,17 +321,5 @@ class KVMCloneClient:
 
     async def close(self) -> None:
         """Close every connection."""
-        tasks, self._hosts = self._hosts, {}
-        self._trackers.clear()
-        for task in tasks.values():
-            if not task.done():
-                task.cancel()
-        for task in tasks.values():
-            try:
-                host = await task
-            except (asyncio.CancelledError, Exception):
-                continue
-            try:
-                await host.close()
-            except (LibvirtError, OSError):
-                continue
+        if self._registry is not None:
+            await self._registry.close()

@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from kvm_clone_tui.api.options import SYNC_BLOCK_SIZE
 from kvm_clone_tui.api.results import TransferResult
 from kvm_clone_tui.api.units import format_bytes
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.block_index import file_hashes
+from kvm_clone_tui.engine.host_port import Host
 from kvm_clone_tui.engine.journal import Journal, StagedFile
 from kvm_clone_tui.engine.progress import RateMeter, disk_progress
 from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
-from kvm_clone_tui.engine.sync import _hashes
 from kvm_clone_tui.engine.transfer import (
     FileTransfer,
     ProgressCallback,
@@ -135,8 +135,8 @@ async def resume_file(
     algo = await shared_digest(src_agent, dst_agent)
     index_root = item.dest_root if item.index is not None else None
     src_hashes, dst_hashes, layout = await asyncio.gather(
-        _hashes(src_agent, item.source_path, bs, algo),
-        _hashes(dst_agent, item.dest_path, bs, algo, index_root),
+        file_hashes(src_agent, item.source_path, bs, algo),
+        file_hashes(dst_agent, item.dest_path, bs, algo, index_root),
         src_agent.extents(item.source_path),
     )
     size, mine = src_hashes.size, src_hashes.blocks

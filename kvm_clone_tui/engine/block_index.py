@@ -20,14 +20,45 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 
 INDEX_BLOCK_SIZE = 64 << 10  # the sync's block size: an index of another size is not used
 T = TypeVar("T")
 Ranges = list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Hashes:
+    """A file's ``hash`` answer."""
+
+    size: int
+    blocks: list[str | None]
+    index: str  # used / saved / none: what became of the file's block index
+    stamp: tuple[int, ...]  # the file as it was hashed (``receive --expect-stamp``)
+    answer: dict[str, Any]  # as the agent gave it (``send --against-stdin`` takes it)
+
+
+async def file_hashes(
+    agent: RemoteAgent,
+    path: str,
+    bs: int,
+    algo: str,
+    index_root: str | None = None,
+    index_only: bool = False,
+) -> Hashes:
+    """Block digests of a file (with ``index_root``: from its block index when valid, else
+    hashed and indexed; ``index_only``: from the index or ``blocks`` empty and ``index``
+    "none")."""
+    result = await agent.hash(
+        path, block_size=bs, algo=algo, index_root=index_root, index_only=index_only
+    )
+    stamp = tuple(int(x) for x in result.get("stamp", ()))
+    index = str(result.get("index", "none"))
+    return Hashes(int(result["size"]), list(result["blocks"] or []), index, stamp, result)
 
 
 async def qcow2_data_ranges(host: Host, path: str) -> Ranges:

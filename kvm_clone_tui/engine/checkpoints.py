@@ -18,17 +18,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
-
-import libvirt
 
 from kvm_clone_tui.api.errors import HostError, LibvirtError
 from kvm_clone_tui.api.plans import BitmapDisk
 from kvm_clone_tui.api.validation import shell_quote_argv
 from kvm_clone_tui.engine import block_index
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 
 CHECKPOINT_PREFIX = "kvmclone-"
 
@@ -94,15 +91,9 @@ async def create_offline(
             )
             added.append(disk)
 
-        def redefine(conn: libvirt.virConnect) -> None:
-            dom = conn.lookupByName(vm)
-            if dom.isActive():
-                raise libvirt.libvirtError(f"{vm} was started while kvm-clone was working")
-            inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            xml = checkpoint_xml(name, disks, all_targets, domain_xml=inactive)
-            dom.checkpointCreateXML(xml, libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE)
-
-        await host.libvirt.call(redefine)
+        await host.redefine_checkpoint(
+            vm, lambda inactive: checkpoint_xml(name, disks, all_targets, domain_xml=inactive)
+        )
     except BaseException:
         for disk in added:
             with contextlib.suppress(Exception):
@@ -115,39 +106,13 @@ async def delete(host: Host, vm: str, name: str, disks: Sequence[BitmapDisk] | N
 
     Without ``disks``, the VM's qcow2 disk files are taken from its definition.
     """
-
-    def drop(conn: libvirt.virConnect) -> list[str] | None:
-        """Delete through libvirt when the VM runs; else the image paths to clean."""
-        try:
-            dom = conn.lookupByName(vm)
-        except libvirt.libvirtError:
-            return None  # the VM is gone: nothing to keep clean
-        try:
-            checkpoint = dom.checkpointLookupByName(name)
-        except libvirt.libvirtError:
-            checkpoint = None
-        if dom.isActive():
-            if checkpoint is not None:
-                checkpoint.delete(0)
-            return None
-        if checkpoint is not None:
-            checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
-        if disks is not None:
-            return [d.path for d in disks]
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        paths = []
-        for disk in root.iter("disk"):
-            driver, source = disk.find("driver"), disk.find("source")
-            qcow2 = driver is not None and driver.get("type") == "qcow2"
-            if qcow2 and source is not None and source.get("file"):
-                paths.append(str(source.get("file")))
-        return paths
-
     try:
-        paths = await host.libvirt.call(drop)
+        paths = await host.delete_checkpoint(vm, name)
     except LibvirtError as exc:
         message = f"cannot delete checkpoint {name} of {vm}: {exc.message}"
         raise LibvirtError(host.name, message) from exc
+    if paths is not None and disks is not None:
+        paths = [d.path for d in disks]
     for path in paths or []:
         if name in await image_bitmaps(host, path):
             await host.run(["qemu-img", "bitmap", "--remove", path, name], timeout=120)
@@ -158,19 +123,7 @@ async def invalid_reason(
 ) -> str | None:
     """Why checkpoint ``name`` cannot serve an incremental sync (None: it can)."""
 
-    def known(conn: libvirt.virConnect) -> str | None:
-        try:
-            checkpoint = conn.lookupByName(vm).checkpointLookupByName(name)
-        except libvirt.libvirtError:
-            return f"the source has no checkpoint {name} (deleted, or the VM was redefined)"
-        if running:  # QEMU holds the bitmaps: asking for the changed size checks they exist
-            try:
-                checkpoint.getXMLDesc(libvirt.VIR_DOMAIN_CHECKPOINT_XML_SIZE)
-            except libvirt.libvirtError as exc:
-                return f"the running VM lacks the bitmaps of checkpoint {name}: {exc}"
-        return None
-
-    reason = await host.libvirt.call(known)
+    reason = await host.checkpoint_problem(vm, name, running)
     if reason is not None or running:
         return reason
     for disk in disks:

@@ -17,22 +17,18 @@ only ever read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import posixpath
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-import libvirt
-
 from kvm_clone_tui.api.errors import CloneFailed, CloneRefused, HostError, KVMCloneError
 from kvm_clone_tui.api.plans import ClonePlan, FilePlan
 from kvm_clone_tui.api.results import CloneResult, TransferResult
 from kvm_clone_tui.engine import clone_checkpoint
 from kvm_clone_tui.engine.block_compare import resume_file
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host, Hosts
 from kvm_clone_tui.engine.journal import (
     COMMITTED,
     COMMITTING,
@@ -115,7 +111,7 @@ def _journal_for(plan: ClonePlan) -> Journal:
 
 
 async def run_clone(
-    client: KVMCloneClient,
+    hosts: Hosts,
     plan: ClonePlan,
     on_event: EventCallback | None = None,
     *,
@@ -157,7 +153,7 @@ async def run_clone(
     events = _Events(plan.job_id, on_event, None)  # no journal file until the hosts answer
     try:
         # Connecting is inside the transaction: nothing is journalled before it succeeds.
-        src, dst = await client.host(plan.source_host), await client.host(plan.dest_host)
+        src, dst = await hosts.host(plan.source_host), await hosts.host(plan.dest_host)
     except Exception as exc:
         events.step("failed", str(exc))
         raise
@@ -168,7 +164,7 @@ async def run_clone(
         for warning in plan.warnings:
             events.step("warning", warning)
         if adopt is not None:
-            await adopt_staged(client, dst, journal, adopt, plan.total_bytes, events.step)
+            await adopt_staged(hosts, dst, journal, adopt, plan.total_bytes, events.step)
         await _stage_tpm(src, dst, plan, journal, events)
         plan = await clone_checkpoint.before_copy(src, plan, journal)
         if journal.record.source_checkpoint:
@@ -186,7 +182,7 @@ async def run_clone(
             staged.committed = True
             journal.save()
         await commit_tpm_state(dst, journal)
-        await dst.libvirt.call(lambda c: c.defineXML(xml))
+        await dst.define(xml)
         journal.record.defined = True
         journal.step(COMMITTED, f"{plan.new_name} defined on {plan.dest_host}")
         events.step("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})")
@@ -196,7 +192,7 @@ async def run_clone(
         await drop_replaced_tpm_state(dst, journal.record.replaced_xml)
         started = False
         if plan.options.start:
-            await dst.libvirt.call(lambda c: c.lookupByUUIDString(plan.new_uuid).create())
+            await dst.start(plan.new_uuid)
             started = True
             events.step("start", f"{plan.new_name} started")
         journal.step(DONE, "clone complete")
@@ -212,7 +208,7 @@ async def run_clone(
         if not auto_rollback and not cancelled and isinstance(exc, Exception):
             journal.step(FAILED, f"kept for the operator to decide: {exc}")
             raise CloneFailed(plan.job_id, staged_paths(journal), exc) from exc
-        await asyncio.shield(rollback(client, journal, events))
+        await asyncio.shield(rollback(hosts, journal, events))
         raise
     return CloneResult(
         job_id=plan.job_id,
@@ -412,9 +408,7 @@ async def _move_replaced_aside(
     dst: Host, agent: RemoteAgent, plan: ClonePlan, journal: Journal, events: _Events
 ) -> None:
     """Keep the VM that --force replaces restorable: XML in the journal, files moved aside."""
-    old_xml = await dst.libvirt.call(
-        lambda c: c.lookupByName(plan.new_name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    )
+    old_xml = await dst.domain_xml(plan.new_name, inactive=True)
     journal.record.replaced_xml = old_xml
     journal.save()
     finals = {f.final_path for f in plan.files}
@@ -427,35 +421,43 @@ async def _move_replaced_aside(
         journal.record.replaced_files.append(StagedFile(aside_path, path))
         journal.save()
         await agent.rename(path, aside_path, root=plan.pool_path)
-    await dst.libvirt.call(
-        lambda c: c.lookupByName(plan.new_name).undefineFlags(
-            libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
-            | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-            | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM  # restorable until commit
-        )
-    )
+    await dst.undefine_keeping_state(plan.new_name)  # restorable until commit
     events.step("commit", f"the old {plan.new_name} is undefined; its files are kept aside")
 
 
-async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | None = None) -> None:
+async def recover_job(
+    hosts: Hosts, journal: Journal, on_event: EventCallback | None = None
+) -> None:
+    """Roll back an interrupted job found in the journal (after a crash or kill -9)."""
+    record = journal.record
+    if on_event is not None:
+        on_event(
+            JobEvent(
+                record.job_id,
+                "rollback",
+                f"rolling back interrupted job {record.job_id} ({record.state})",
+            )
+        )
+    await rollback(hosts, journal)
+    if on_event is not None:
+        on_event(
+            JobEvent(
+                record.job_id,
+                "rollback",
+                "rolled back: nothing of this job is left on the destination",
+            )
+        )
+
+
+async def rollback(hosts: Hosts, journal: Journal, events: _Events | None = None) -> None:
     """Undo whatever the journal says was done on the destination; idempotent."""
     record = journal.record
     emit = events.step if events is not None else journal.note
-    dst = await client.host(record.dest_host)
+    dst = await hosts.host(record.dest_host)
     agent = RemoteAgent(dst)
     problems: list[str] = []
     if record.defined:
-
-        def undefine(conn: libvirt.virConnect) -> None:
-            with contextlib.suppress(libvirt.libvirtError):
-                dom = conn.lookupByUUIDString(record.new_uuid)
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(
-                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                )
-
-        await dst.libvirt.call(undefine)
+        await dst.remove_domain(record.new_uuid)
         record.defined = False
         journal.save()
     for staged in record.files:
@@ -473,13 +475,13 @@ async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | N
             problems.append(f"{temporary}: {exc}")
     if record.source_backup:
         try:
-            await backup_end(await client.host(record.source_host), record.vm)
+            await backup_end(await hosts.host(record.source_host), record.vm)
             record.source_backup = False
         except Exception as exc:
             problems.append(f"ending the backup job of {record.vm} on {record.source_host}: {exc}")
     if record.source_checkpoint:
         try:
-            await clone_checkpoint.forget(await client.host(record.source_host), journal)
+            await clone_checkpoint.forget(await hosts.host(record.source_host), journal)
         except Exception as exc:
             problems.append(f"deleting checkpoint {record.source_checkpoint} of {record.vm}: {exc}")
     for aside in record.replaced_files:
@@ -490,7 +492,7 @@ async def rollback(client: KVMCloneClient, journal: Journal, events: _Events | N
     if record.replaced_xml:
         xml = record.replaced_xml
         try:
-            await dst.libvirt.call(lambda c: c.defineXML(xml))
+            await dst.define(xml)
             record.replaced_xml = None
         except Exception as exc:
             problems.append(f"re-defining the replaced VM: {exc}")

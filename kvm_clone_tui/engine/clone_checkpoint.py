@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-from xml.sax.saxutils import quoteattr
-
-import libvirt
 
 from kvm_clone_tui.api.models import VMState
 from kvm_clone_tui.api.plans import ClonePlan, bitmap_disks
 from kvm_clone_tui.engine import checkpoints, sync_undo
-from kvm_clone_tui.engine.domain_rewrite import KVMCLONE_NS, read_clone_metadata
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.clone_metadata import set_clone_metadata
+from kvm_clone_tui.engine.host_port import Host
 from kvm_clone_tui.engine.journal import Journal
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 
@@ -98,37 +95,3 @@ async def forget(src: Host, journal: Journal) -> None:
     await checkpoints.delete(src, journal.record.vm, name)
     journal.record.source_checkpoint = None
     journal.save()
-
-
-async def replace_clone_metadata(dst: Host, uuid: str, attributes: dict[str, str]) -> None:
-    """Write the clone's ``kvmclone:clone`` metadata (persistent definition only)."""
-    await set_clone_metadata(dst, uuid, attributes, replace=True)
-
-
-async def set_clone_metadata(
-    dst: Host,
-    uuid: str,
-    updates: dict[str, str],
-    remove: tuple[str, ...] = (),
-    *,
-    replace: bool = False,
-) -> None:
-    """Merge ``updates`` into the clone's ``kvmclone:clone`` metadata (persistent definition),
-    dropping the ``remove`` keys; ``replace``: write ``updates`` alone."""
-
-    def write(conn: libvirt.virConnect) -> None:
-        dom = conn.lookupByUUIDString(uuid)
-        meta = {} if replace else read_clone_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        meta.update(updates)
-        for key in remove:
-            meta.pop(key, None)
-        element = "<clone " + " ".join(f"{k}={quoteattr(v)}" for k, v in meta.items()) + "/>"
-        dom.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-            element,
-            "kvmclone",
-            KVMCLONE_NS,
-            libvirt.VIR_DOMAIN_AFFECT_CONFIG,
-        )
-
-    await dst.libvirt.call(write)

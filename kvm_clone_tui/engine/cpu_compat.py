@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import libvirt
 
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 
 # Errors that mean libvirtd is gone: left to LibvirtConnection.call, which reconnects.
 _LOST = frozenset(
@@ -325,8 +325,8 @@ def _message(exc: libvirt.libvirtError) -> str:
     return str(exc.get_error_message() or exc).removeprefix("internal error: ")
 
 
-def _view(host_name: str, guest: GuestCpu, conn: libvirt.virConnect) -> HostView:
-    """One host's view (runs in the libvirt thread pool)."""
+def read_view(conn: libvirt.virConnect, host_name: str, guest: GuestCpu) -> HostView:
+    """One host's view (runs in the libvirt thread pool: ``Host.cpu_view``)."""
     caps = host_cpu(conn.getCapabilities())
     try:
         conn.getDomainCapabilities(None, guest.arch, None, guest.virttype, 0)
@@ -363,7 +363,7 @@ async def check_cpu(src: Host, dst: Host, source_xml: str, vm: str) -> CpuVerdic
     """Ask both hosts' libvirt and decide whether the VM's CPU can run on ``dst``."""
     guest = guest_cpu(source_xml)
     source, dest = await asyncio.gather(
-        src.libvirt.call(lambda c: _view(src.name, guest, c)),
-        dst.libvirt.call(lambda c: _view(dst.name, guest, c)),
+        src.cpu_view(guest),
+        dst.cpu_view(guest),
     )
     return decide(guest, vm, source, dest)

@@ -28,7 +28,7 @@ from kvm_clone_tui.api.models import (
     VMState,
 )
 from kvm_clone_tui.engine.domain_xml import DomainXMLError, parse_domain
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 from kvm_clone_tui.engine.libvirt_conn import LibvirtConnection
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class InventoryTracker:
 
     async def refresh(self) -> HostInventory:
         """Read the whole host again."""
-        self.inventory = await read_inventory_parallel(self.host.libvirt, self.host.name)
+        self.inventory = await self.host.read_inventory()
         return self.inventory
 
     def subscribe(self, listener: Callable[[InventoryEvent], None]) -> None:
@@ -311,13 +311,13 @@ class InventoryTracker:
         self._watching = True
         if self.inventory is None:
             await self.refresh()
-        await self.host.libvirt.register_domain_events(self._on_event)
+        await self.host.watch_domains(self._on_event)
         self._closed_watch = asyncio.get_running_loop().create_task(self._watch_connection())
 
     async def _watch_connection(self) -> None:
         """Tell subscribers when the host's SSH connection ends (kind ``disconnected``)."""
         with contextlib.suppress(Exception):
-            await self.host.ssh.wait_closed()
+            await self.host.wait_closed()
         if self.inventory is not None:
             self._notify(InventoryEvent(self.host.name, "disconnected", "", None, self.inventory))
 
@@ -331,7 +331,7 @@ class InventoryTracker:
         async with self._lock:
             self._pending.discard(name)
             try:
-                vm = await self.host.libvirt.call(lambda c: read_one_vm(c, name))
+                vm = await self.host.read_vm(name)
             except Exception as exc:  # keep following events even if one read fails
                 log.warning("%s: re-reading %s failed: %s", self.host.name, name, exc)
                 return

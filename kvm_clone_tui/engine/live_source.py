@@ -9,17 +9,13 @@ kept in scratch files in the source's pool until ``backup_end`` ends the job.
 
 from __future__ import annotations
 
-import contextlib
 import posixpath
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
-import libvirt
-
 from kvm_clone_tui.api.errors import LibvirtError
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 
 SOCKET_DIR = "/var/lib/libvirt/qemu"
 SCRATCH_PREFIX = ".kvmclone-scratch-"
@@ -79,45 +75,17 @@ async def backup_begin(
     ``incremental`` names the checkpoint whose changes the exports' dirty bitmaps show.
     """
     xml, socket = backup_xml(job_id, disks, all_disks, scratch_dir, incremental)
-    bitmaps: dict[str, str] = {}
-
-    def begin(conn: libvirt.virConnect) -> str:
-        dom = conn.lookupByName(vm)
-        frozen = False
-        try:
-            frozen = dom.fsFreeze() > 0
-        except libvirt.libvirtError:
-            frozen = False  # no guest agent, or it does not answer: crash-consistent
-        try:
-            dom.backupBegin(xml, checkpoint_xml, 0)
-        finally:
-            if frozen:
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.fsThaw()
-        if incremental is not None:
-            for disk in ET.fromstring(dom.backupGetXMLDesc(0)).iter("disk"):
-                if disk.get("exportbitmap") and disk.get("name") in disks:
-                    bitmaps[str(disk.get("name"))] = f"qemu:dirty-bitmap:{disk.get('exportbitmap')}"
-        return "application-consistent" if frozen else "crash-consistent"
-
     try:
-        consistency = await src.libvirt.call(begin)
+        began = await src.backup_begin(
+            vm, xml, checkpoint_xml, disks if incremental is not None else None
+        )
     except LibvirtError as exc:
         raise LibvirtError(
             src.name, f"cannot start a backup of {vm} for a live clone: {exc.message}"
         ) from exc
-    return LiveSource(vm=vm, socket=socket, consistency=consistency, bitmaps=bitmaps)
+    return LiveSource(vm=vm, socket=socket, consistency=began.consistency, bitmaps=began.bitmaps)
 
 
 async def backup_end(src: Host, vm: str) -> None:
     """End the VM's backup job (libvirt removes its scratch files); harmless if none runs."""
-
-    def end(conn: libvirt.virConnect) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            dom = conn.lookupByName(vm)
-            stats = dom.jobStats(0)
-            # Only a backup job is ours to end: never abort a migration or a save.
-            if stats.get("operation") == libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP:
-                dom.abortJob()
-
-    await src.libvirt.call(end)
+    await src.backup_end(vm)

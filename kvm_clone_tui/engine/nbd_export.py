@@ -14,7 +14,7 @@ import posixpath
 from dataclasses import dataclass
 
 from kvm_clone_tui.api.errors import HostError
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 
 SOCKET_DIR = "/var/lib/libvirt/qemu"
 

@@ -11,10 +11,8 @@ import asyncio
 import ipaddress
 import posixpath
 import uuid
-import xml.etree.ElementTree as ET
 
 import asyncssh
-import libvirt
 
 from kvm_clone_tui.api.errors import HostError
 from kvm_clone_tui.api.models import VM, DiskDevice, VMState
@@ -27,7 +25,6 @@ from kvm_clone_tui.api.validation import (
     validate_remote_path,
     validate_vm_name,
 )
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.cpu_compat import check_cpu
 from kvm_clone_tui.engine.domain_rewrite import (
     DiskMapping,
@@ -37,7 +34,7 @@ from kvm_clone_tui.engine.domain_rewrite import (
     read_clone_metadata,
     rewrite_domain,
 )
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host, Hosts
 from kvm_clone_tui.engine.journal import STAGING_PREFIX, new_job_id
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 from kvm_clone_tui.engine.tpm_state import plan_tpm_state
@@ -69,21 +66,13 @@ async def _agent_has_keys() -> bool:
         return False
 
 
-def _host_key_line(host: Host) -> str | None:
-    key = host.ssh.get_server_host_key()
+async def _direct_endpoint(hosts: Hosts, dst: Host) -> DirectEndpoint | None:
+    key = dst.host_key_line()
     if key is None:
         return None
-    return " ".join(key.export_public_key("openssh").decode().split()[:2])
-
-
-async def _direct_endpoint(client: KVMCloneClient, dst: Host) -> DirectEndpoint | None:
-    key = _host_key_line(dst)
-    if key is None:
-        return None
-    reach = client.config.host(dst.name).reach_address
-    peer = dst.ssh.get_extra_info("peername")
-    user = str(dst.ssh.get_extra_info("username") or "root")
-    address, port = (str(peer[0]), int(peer[1])) if peer else (dst.target.spec.host, 22)
+    reach = hosts.config.host(dst.name).reach_address
+    user = dst.login_user()
+    address, port = dst.peer() or (dst.address(), 22)
     if reach:
         spec = parse_host_spec(reach)
         address, port, user = spec.host, spec.port or 22, spec.user or user
@@ -91,14 +80,14 @@ async def _direct_endpoint(client: KVMCloneClient, dst: Host) -> DirectEndpoint 
 
 
 async def choose_route(
-    client: KVMCloneClient, transfer: str, src: Host, dst: Host, conflicts: list[str]
+    hosts: Hosts, transfer: str, src: Host, dst: Host, conflicts: list[str]
 ) -> tuple[str, str, DirectEndpoint | None]:
     """(route, why, endpoint) for data from ``src`` to ``dst``; ``transfer``: auto|direct|relay
     (an impossible ``direct`` adds a conflict)."""
     if transfer == "relay":
         return "relay", "requested with --transfer relay", None
     problem = None
-    if not client.ssh_settings.agent_forwarding:
+    if not hosts.agent_forwarding:
         problem = "ssh.agent_forwarding is off"
     elif not await _agent_has_keys():
         problem = (
@@ -107,7 +96,7 @@ async def choose_route(
         )
     elif (await src.run(["sh", "-c", "command -v ssh"], check=False)).exit_status != 0:
         problem = f"{src.name} has no ssh client"
-    endpoint = None if problem else await _direct_endpoint(client, dst)
+    endpoint = None if problem else await _direct_endpoint(hosts, dst)
     if endpoint is None and problem is None:
         problem = "the destination's host key is unknown"
     if problem is None:
@@ -122,39 +111,9 @@ async def choose_route(
     return "relay", f"through this machine: {problem}", None
 
 
-async def _source_xml(src: Host, name: str) -> str:
-    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-    xml: str = await src.libvirt.call(lambda c: c.lookupByName(name).XMLDesc(flags))
-    return xml
-
-
-async def _pool(dst: Host, pool: str) -> tuple[str | None, int, str | None]:
-    """(target path, available bytes, problem) of a destination pool."""
-
-    def read(conn: libvirt.virConnect) -> tuple[str | None, int, str | None]:
-        try:
-            p = conn.storagePoolLookupByName(pool)
-        except libvirt.libvirtError:
-            names = ", ".join(sorted(x.name() for x in conn.listAllStoragePools(0))) or "none"
-            return None, 0, f"no storage pool {pool!r} on the destination (pools: {names})"
-        if not p.isActive():
-            return None, 0, f"pool {pool!r} is not active (virsh pool-start {pool})"
-        p.refresh(0)
-        root = ET.fromstring(p.XMLDesc(0))
-        kind, path = root.get("type"), (root.findtext("target/path") or "").strip()
-        if kind not in ("dir", "fs", "netfs") or not path:
-            return None, 0, f"pool {pool!r} is of type {kind!r}: only directory pools are supported"
-        return path, int(p.info()[3]), None
-
-    return await dst.libvirt.call(read)
-
-
 async def _dest_limits(dst: Host, vm: VM) -> list[str]:
-    def read(conn: libvirt.virConnect) -> tuple[int, int, str]:
-        info = conn.getInfo()
-        return int(info[1]), int(info[2]), conn.getCapabilities()
-
-    memory_mib, cpus, caps = await dst.libvirt.call(read)
+    limits = await dst.limits()
+    memory_mib, cpus, caps = limits.memory_mib, limits.cpus, limits.capabilities
     warnings = []
     if vm.memory_kib // 1024 > memory_mib:
         warnings.append(
@@ -172,25 +131,26 @@ async def _dest_limits(dst: Host, vm: VM) -> list[str]:
 
 
 async def build_plan(
-    client: KVMCloneClient, source: str, dest: str, vm_name: str, options: CloneOptions
+    hosts: Hosts, source: str, dest: str, vm_name: str, options: CloneOptions
 ) -> ClonePlan:
     """Check everything and decide every path; conflicts are collected, not raised."""
     new_name = validate_vm_name(options.new_name or vm_name)
     validate_vm_name(vm_name)
-    src, dst = await asyncio.gather(client.host(source), client.host(dest))
-    src_inv, dst_inv = await asyncio.gather(client.inventory(source), client.inventory(dest))
+    src, dst = await asyncio.gather(hosts.host(source), hosts.host(dest))
+    src_inv, dst_inv = await asyncio.gather(hosts.inventory(source), hosts.inventory(dest))
     vm = src_inv.vm(vm_name)
     if vm is None:
         raise HostError(source, f"no VM named {vm_name!r} (kvm-clone list {source})")
     conflicts: list[str] = []
     warnings: list[str] = list(vm.warnings)
     job_id = new_job_id()
-    pool = options.pool or client.config.pool_for(dest)
-    pool_path, available, problem = await _pool(dst, pool)
+    pool = options.pool or hosts.config.pool_for(dest)
+    found = await dst.pool(pool)
+    pool_path, available, problem = found.path, found.available, found.problem
     if problem:
         conflicts.append(problem)
     pool_path = pool_path or "/nonexistent"
-    source_xml = await _source_xml(src, vm_name)
+    source_xml = await src.domain_xml(vm_name, inactive=True, secure=True)
 
     live = vm.state in (VMState.RUNNING, VMState.PAUSED, VMState.BLOCKED)
     if live:
@@ -207,7 +167,7 @@ async def build_plan(
     replace_existing = already_done = False
     existing = dst_inv.vm(new_name)
     if existing is not None:
-        if options.idempotent and _is_clone_of(await _xml_of(dst, new_name), source, vm.uuid):
+        if options.idempotent and _is_clone_of(await dst.domain_xml(new_name), source, vm.uuid):
             already_done = True
         elif options.force:
             if existing.state is not VMState.SHUT_OFF:
@@ -284,9 +244,7 @@ async def build_plan(
         except RewriteError as exc:
             conflicts.append(f"the domain definition cannot be cloned: {exc}")
 
-    route, route_reason, endpoint = await choose_route(
-        client, options.transfer, src, dst, conflicts
-    )
+    route, route_reason, endpoint = await choose_route(hosts, options.transfer, src, dst, conflicts)
     compress, compress_reason = await _compression(
         options, src_agent, probe, route, src, dst, endpoint, conflicts
     )
@@ -355,11 +313,6 @@ def destination_xml(
     )
 
 
-async def _xml_of(host: Host, name: str) -> str:
-    xml: str = await host.libvirt.call(lambda c: c.lookupByName(name).XMLDesc(0))
-    return xml
-
-
 def _is_clone_of(xml: str, source_host: str, source_uuid: str) -> bool:
     meta = read_clone_metadata(xml)
     return meta.get("source-uuid") == source_uuid and meta.get("source-host") == source_host
@@ -385,7 +338,7 @@ async def _compression(
         return both, "requested with --compress on"
     if not both:
         return False, "auto: zstd is not on both hosts"
-    peer = endpoint.address if endpoint else str((dst.ssh.get_extra_info("peername") or ("",))[0])
+    peer = endpoint.address if endpoint else (dst.peer() or ("", 0))[0]
     if _is_loopback(peer):
         return False, "auto: the hosts share this machine's loopback, compressing only costs CPU"
     return True, f"auto: data crosses the network ({route})"

@@ -24,7 +24,7 @@ from typing import Any
 from kvm_clone_tui.agent import AGENT_DIGEST, AGENT_VERSION, AGENT_ZIP, INSTALL
 from kvm_clone_tui.agent.protocol import AgentFailure, parse_result
 from kvm_clone_tui.api.errors import HostError, RemoteCommandError
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 
 # The system's python3 first: a `python3` found on PATH may be a slow shim (pyenv, asdf).
 _FIND_PYTHON = (

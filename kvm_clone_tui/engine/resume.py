@@ -37,8 +37,7 @@ from kvm_clone_tui.engine.remote_agent import RemoteAgent
 if TYPE_CHECKING:
     from kvm_clone_tui.api.plans import ClonePlan
     from kvm_clone_tui.api.results import CloneResult
-    from kvm_clone_tui.engine.client import KVMCloneClient
-    from kvm_clone_tui.engine.hosts import Host
+    from kvm_clone_tui.engine.host_port import Host, Hosts
 
 EventCallback = Callable[[JobEvent], None]
 
@@ -121,7 +120,7 @@ def keep_for_resume(plan: ClonePlan, journal: Journal) -> bool:
 
 
 async def adopt_staged(
-    client: KVMCloneClient,
+    hosts: Hosts,
     dst: Host,
     journal: Journal,
     old: Journal,
@@ -154,7 +153,7 @@ async def adopt_staged(
             await agent.rename(old_path, staged.staging, root=record.pool_path)
         old.record.files = [f for f in old.record.files if f.staging != old_path]
         old.save()
-    await rollback(client, old)  # its checkpoint, TPM state, temporaries: not its disks
+    await rollback(hosts, old)  # its checkpoint, TPM state, temporaries: not its disks
     old.record.adopted_by = record.job_id
     old.step(ADOPTED, f"staged files taken over by job {record.job_id}")
     note(
@@ -171,7 +170,7 @@ def _emit(on_event: EventCallback | None, job_id: str, step: str, message: str) 
 
 
 async def clone_or_resume(
-    client: KVMCloneClient,
+    hosts: Hosts,
     source: str,
     dest: str,
     vm: str,
@@ -186,7 +185,8 @@ async def clone_or_resume(
     Other unfinished jobs to the same destination VM are rolled back first; a job that cannot
     resume is rolled back too and the clone starts afresh; the events say why.
     """
-    from kvm_clone_tui.engine.clone import run_clone
+    from kvm_clone_tui.engine.clone import recover_job, run_clone
+    from kvm_clone_tui.engine.plan import build_plan
 
     new_name = options.new_name or vm
     found = [
@@ -205,19 +205,17 @@ async def clone_or_resume(
             continue
         if why is not None:
             _emit(on_event, journal.record.job_id, "rollback", f"cannot resume: {why}")
-        await client.recover_job(journal, on_event)
-    plan = await client.plan_clone(source, dest, vm, options)
+        await recover_job(hosts, journal, on_event)
+    plan = await build_plan(hosts, source, dest, vm, options)
     if chosen is not None and plan.ok and not plan.already_done:
         why = plan_mismatch(chosen.record, plan)
         if why is None:
-            return await run_clone(
-                client, plan, on_event, auto_rollback=auto_rollback, adopt=chosen
-            )
+            return await run_clone(hosts, plan, on_event, auto_rollback=auto_rollback, adopt=chosen)
         _emit(on_event, chosen.record.job_id, "rollback", f"cannot resume: {why}; cloning afresh")
-        await client.recover_job(chosen, on_event)
+        await recover_job(hosts, chosen, on_event)
     elif chosen is not None and plan.already_done:
-        await client.recover_job(chosen, on_event)  # a leftover of a clone that is complete
-    return await run_clone(client, plan, on_event, auto_rollback=auto_rollback)
+        await recover_job(hosts, chosen, on_event)  # a leftover of a clone that is complete
+    return await run_clone(hosts, plan, on_event, auto_rollback=auto_rollback)
 
 
 def find_job(job_id: str) -> Journal:
@@ -235,7 +233,7 @@ def find_job(job_id: str) -> Journal:
 
 
 async def resume_job(
-    client: KVMCloneClient,
+    hosts: Hosts,
     job_id: str,
     on_event: EventCallback | None = None,
     *,
@@ -246,7 +244,7 @@ async def resume_job(
     record = journal.record
     options = options_from_record(record)
     return await clone_or_resume(
-        client,
+        hosts,
         record.source_host,
         record.dest_host,
         record.vm,

@@ -30,8 +30,7 @@ import posixpath
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from kvm_clone_tui.agent.protocol import AgentFailure
 from kvm_clone_tui.api.errors import HostError, KVMCloneError, SyncRefused
@@ -41,8 +40,8 @@ from kvm_clone_tui.api.plans import FilePair, SyncPlan, bitmap_disks
 from kvm_clone_tui.api.results import FileSync, SyncResult, TransferResult
 from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.clone_checkpoint import replace_clone_metadata, set_clone_metadata
+from kvm_clone_tui.engine.block_index import Hashes, file_hashes
+from kvm_clone_tui.engine.clone_metadata import replace_clone_metadata, set_clone_metadata
 from kvm_clone_tui.engine.domain_rewrite import (
     DiskMapping,
     RewriteError,
@@ -50,6 +49,7 @@ from kvm_clone_tui.engine.domain_rewrite import (
     read_clone_metadata,
     rewrite_domain,
 )
+from kvm_clone_tui.engine.host_port import Hosts
 from kvm_clone_tui.engine.journal import new_job_id
 from kvm_clone_tui.engine.live_source import backup_begin, backup_end
 from kvm_clone_tui.engine.plan import choose_route
@@ -89,11 +89,11 @@ def _pairs(vm: VM, target: VM, conflicts: list[str]) -> list[FilePair]:
 
 
 async def build_sync_plan(
-    client: KVMCloneClient, source: str, dest: str, vm_name: str, options: SyncOptions
+    hosts: Hosts, source: str, dest: str, vm_name: str, options: SyncOptions
 ) -> SyncPlan:
     """Check that ``dest`` holds a clone of ``vm_name`` that can be brought up to date."""
     target_name = options.target_name or vm_name
-    src_inv, dst_inv = await asyncio.gather(client.inventory(source), client.inventory(dest))
+    src_inv, dst_inv = await asyncio.gather(hosts.inventory(source), hosts.inventory(dest))
     vm = src_inv.vm(vm_name)
     if vm is None:
         raise HostError(source, f"no VM named {vm_name!r} (kvm-clone list {source})")
@@ -106,7 +106,7 @@ async def build_sync_plan(
         )
     conflicts: list[str] = []
     warnings: list[str] = []
-    dest_xml_now = await client.domain_xml(dest, target_name, inactive=True)
+    dest_xml_now = await (await hosts.host(dest)).domain_xml(target_name, inactive=True)
     meta = read_clone_metadata(dest_xml_now)
     if meta.get("source-uuid") != vm.uuid or meta.get("source-host") != source:
         conflicts.append(
@@ -123,7 +123,7 @@ async def build_sync_plan(
     base = meta.get("checkpoint")
     unavailable = not_eligible
     if unavailable is None and options.mode != "hash" and not conflicts:
-        unavailable = await _bitmap_unavailable(client, source, dest, vm, target, meta, pairs)
+        unavailable = await _bitmap_unavailable(hosts, source, dest, vm, target, meta, pairs)
     mode, mode_reason = "hash", "requested"
     if options.mode not in ("auto", "bitmap", "hash"):
         conflicts.append(f"unknown sync mode {options.mode!r}: use auto, bitmap or hash")
@@ -139,17 +139,17 @@ async def build_sync_plan(
             "hash mode reads the disk files, so shut it down first (or clone it afresh, live)"
         )
     route, route_reason, direct = await choose_route(
-        client,
+        hosts,
         options.transfer,
-        await client.host(source),
-        await client.host(dest),
+        await hosts.host(source),
+        await hosts.host(dest),
         conflicts,
     )
     dest_xml = ""
     if not conflicts:
         try:
             dest_xml = _synced_definition(
-                await client.domain_xml(source, vm_name, inactive=True),
+                await (await hosts.host(source)).domain_xml(vm_name, inactive=True),
                 dest_xml_now,
                 target,
                 pairs,
@@ -186,7 +186,7 @@ async def build_sync_plan(
 
 
 async def _bitmap_unavailable(
-    client: KVMCloneClient,
+    hosts: Hosts,
     source: str,
     dest: str,
     vm: VM,
@@ -207,7 +207,7 @@ async def _bitmap_unavailable(
             return f"disk {disk.target} was resized on the source"
         if other.format not in ("qcow2", "raw"):
             return f"the clone's disk {disk.target} is {other.format}"
-    src, dst = await client.host(source), await client.host(dest)
+    src, dst = await hosts.host(source), await hosts.host(dest)
     stamp = await sync_undo.disk_stamp(RemoteAgent(dst), [p.dest_path for p in pairs])
     resuming = meta.get("sync-state") == "in-progress" and meta.get("sync-mode") == "bitmap"
     if stamp != meta.get("dest-stamp") and not resuming:
@@ -269,17 +269,6 @@ def _ranges(
     return out
 
 
-@dataclass(frozen=True)
-class Hashes:
-    """A file's ``hash`` answer."""
-
-    size: int
-    blocks: list[str | None]
-    index: str  # used / saved / none: what became of the file's block index
-    stamp: tuple[int, ...]  # the file as it was hashed (``receive --expect-stamp``)
-    answer: dict[str, Any]  # as the agent gave it (``send --against-stdin`` takes it)
-
-
 def _in_place(
     pair: FilePair,
     size: int,
@@ -309,27 +298,8 @@ def _in_place(
     )
 
 
-async def _hashes(
-    agent: RemoteAgent,
-    path: str,
-    bs: int,
-    algo: str,
-    index_root: str | None = None,
-    index_only: bool = False,
-) -> Hashes:
-    """Block digests of a file (with ``index_root``: from its block index when valid, else
-    hashed and indexed; ``index_only``: from the index or ``blocks`` empty and ``index``
-    "none")."""
-    result = await agent.hash(
-        path, block_size=bs, algo=algo, index_root=index_root, index_only=index_only
-    )
-    stamp = tuple(int(x) for x in result.get("stamp", ()))
-    index = str(result.get("index", "none"))
-    return Hashes(int(result["size"]), list(result["blocks"] or []), index, stamp, result)
-
-
 async def run_sync(
-    client: KVMCloneClient, plan: SyncPlan, on_event: EventCallback | None = None
+    hosts: Hosts, plan: SyncPlan, on_event: EventCallback | None = None
 ) -> SyncResult:
     """Carry out a sync plan.
 
@@ -340,17 +310,15 @@ async def run_sync(
     if not plan.ok:
         raise SyncRefused(plan)
     started = time.monotonic()
-    run = _SyncRun(client, plan, on_event)
+    run = _SyncRun(hosts, plan, on_event)
     return await run.go(started)
 
 
 class _SyncRun:
     """The steps of one sync, and what to undo when it fails."""
 
-    def __init__(
-        self, client: KVMCloneClient, plan: SyncPlan, on_event: EventCallback | None
-    ) -> None:
-        self.client, self.plan, self.on_event = client, plan, on_event
+    def __init__(self, hosts: Hosts, plan: SyncPlan, on_event: EventCallback | None) -> None:
+        self.hosts, self.plan, self.on_event = hosts, plan, on_event
         self.disks: dict[str, DiskProgress] = {}
         self.exports: list[nbd_export.NBDExport] = []
         first = plan.pairs[0].dest_path if plan.pairs else "/"
@@ -370,10 +338,10 @@ class _SyncRun:
 
     async def go(self, started: float) -> SyncResult:
         plan = self.plan
-        self.src = await self.client.host(plan.source_host)
-        self.dst = await self.client.host(plan.dest_host)
+        self.src = await self.hosts.host(plan.source_host)
+        self.dst = await self.hosts.host(plan.dest_host)
         self.src_agent, self.dst_agent = RemoteAgent(self.src), RemoteAgent(self.dst)
-        old_xml = await self.client.domain_xml(plan.dest_host, plan.target, inactive=True)
+        old_xml = await self.dst.domain_xml(plan.target, inactive=True)
         meta = read_clone_metadata(old_xml)
         await self._forget_interrupted(meta)
         earlier = await sync_undo.read_manifest(self.dst, self.manifest_path)
@@ -422,7 +390,7 @@ class _SyncRun:
                     root = posixpath.dirname(pair.dest_path)
                     await checkpoints.strip_bitmaps(self.dst, pair.dest_path, root)
         xml = plan.dest_xml
-        await self.dst.libvirt.call(lambda c: c.defineXML(xml))
+        await self.dst.define(xml)
         self.emit("define", f"{plan.target}'s definition follows {plan.vm.name}'s")
         stamp = await sync_undo.disk_stamp(self.dst_agent, [p.dest_path for p in plan.pairs])
         final = {k: v for k, v in meta.items() if k not in ("sync-job", "sync-pending")}
@@ -486,7 +454,7 @@ class _SyncRun:
             return
         try:  # --checkpoint: the clone goes back to its state before the sync
             restored = await sync_undo.apply(self.dst, self.dst_agent, dict(self.manifest))
-            await self.dst.libvirt.call(lambda c: c.defineXML(old_xml))
+            await self.dst.define(old_xml)
             await sync_undo.discard(self.dst, self.dst_agent, self.manifest_path)
             if "dest-stamp" in read_clone_metadata(old_xml):
                 # The same contents as before, in files that were written: stamp them anew,
@@ -562,7 +530,7 @@ class _SyncRun:
             algo = await shared_digest(self.src_agent, self.dst_agent)
             root = posixpath.dirname(pair.dest_path)
             theirs, found = await asyncio.gather(
-                _hashes(self.dst_agent, pair.dest_path, bs, algo, root, index_only=True),
+                file_hashes(self.dst_agent, pair.dest_path, bs, algo, root, index_only=True),
                 self.src_agent.stat([pair.source_path]),
             )
             size = int(found[pair.source_path]["size"])
@@ -579,8 +547,8 @@ class _SyncRun:
             return await self._one_pass_sync(pair, undo_path, *indexed, algo)
         root = posixpath.dirname(pair.dest_path)
         src_hashes, dst_hashes = await asyncio.gather(
-            _hashes(self.src_agent, pair.source_path, bs, algo),
-            _hashes(self.dst_agent, pair.dest_path, bs, algo, root),
+            file_hashes(self.src_agent, pair.source_path, bs, algo),
+            file_hashes(self.dst_agent, pair.dest_path, bs, algo, root),
         )
         size, mine = src_hashes.size, src_hashes.blocks
         their_size, theirs = dst_hashes.size, dst_hashes.blocks

@@ -27,12 +27,13 @@ from kvm_clone_tui.api.models import DiskDevice, VMState
 from kvm_clone_tui.api.plans import SyncPlan
 from kvm_clone_tui.api.results import RevertResult
 from kvm_clone_tui.engine import nbd_export
+from kvm_clone_tui.engine.clone_metadata import set_clone_metadata
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 
 if TYPE_CHECKING:
-    from kvm_clone_tui.engine.client import KVMCloneClient
+    from kvm_clone_tui.engine.host_port import Hosts
 
 UNDO_PREFIX = ".kvmclone-undo-"
 
@@ -197,12 +198,10 @@ async def check_revertible(
         )
 
 
-async def revert(client: KVMCloneClient, dest: str, target: str) -> RevertResult:
+async def revert(hosts: Hosts, dest: str, target: str) -> RevertResult:
     """Put a clone back as it was before its last sync made with ``--checkpoint``."""
-    from kvm_clone_tui.engine.clone_checkpoint import set_clone_metadata
-
     started = time.monotonic()
-    vm = (await client.inventory(dest)).vm(target)
+    vm = (await hosts.inventory(dest)).vm(target)
     if vm is None:
         raise HostError(dest, f"no VM named {target!r} (kvm-clone list {dest})")
     if vm.state is not VMState.SHUT_OFF:
@@ -210,7 +209,7 @@ async def revert(client: KVMCloneClient, dest: str, target: str) -> RevertResult
     first = next((d.path for d in vm.disks if d.device is DiskDevice.DISK and d.path), None)
     if first is None:
         raise RevertRefused(f"{target} has no disk file: nothing to revert")
-    host = await client.host(dest)
+    host = await hosts.host(dest)
     agent = RemoteAgent(host)
     path = manifest_path(first, vm.uuid)
     manifest = await read_manifest(host, path)
@@ -218,10 +217,10 @@ async def revert(client: KVMCloneClient, dest: str, target: str) -> RevertResult
     await check_revertible(agent, manifest, paths, target)
     assert manifest is not None
     # The checkpoint the sync left on the source: the next sync deletes it (see below).
-    now = read_clone_metadata(await client.domain_xml(dest, target, inactive=True))
+    now = read_clone_metadata(await host.domain_xml(target, inactive=True))
     restored = await apply(host, agent, manifest)
     old_xml = str(manifest["domain_xml"])
-    await host.libvirt.call(lambda c: c.defineXML(old_xml))
+    await host.define(old_xml)
     if manifest.get("state") == "syncing":
         # An interrupted sync: the source's checkpoint never moved, the clone is back at it.
         updates = {"dest-stamp": await disk_stamp(agent, paths)}

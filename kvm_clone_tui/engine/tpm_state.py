@@ -31,7 +31,7 @@ from kvm_clone_tui.agent.host.tpm import ROOT as TPM_ROOT
 from kvm_clone_tui.agent.protocol import AgentFailure
 from kvm_clone_tui.api.errors import HostError
 from kvm_clone_tui.api.plans import TpmStatePlan
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 from kvm_clone_tui.engine.journal import STAGING_PREFIX, Journal, JournalRecord, StagedFile
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 

@@ -31,7 +31,7 @@ from kvm_clone_tui.api.plans import DirectEndpoint
 from kvm_clone_tui.api.results import TransferResult
 from kvm_clone_tui.api.validation import shell_quote_argv
 from kvm_clone_tui.engine.block_index import INDEX_BLOCK_SIZE
-from kvm_clone_tui.engine.hosts import Host
+from kvm_clone_tui.engine.host_port import Host
 from kvm_clone_tui.engine.progress import DiskProgress, RateMeter, disk_progress
 from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.ssh import preferred_ciphers
@@ -281,9 +281,7 @@ async def _run_direct(
     send = await src_agent.argv(_send_args(item, options))
     receive = await dst_agent.argv(_receive_args(item, options))
     script = _direct_script(send, receive, options.direct, options)
-    proc = await src.ssh.create_process(
-        shell_quote_argv(["sh", "-c", script]), encoding=None, window=CHANNEL_WINDOW
-    )
+    proc = await src.open_process(["sh", "-c", script], window=CHANNEL_WINDOW)
     _feed(proc, item)
     try:
         stderr_task = asyncio.ensure_future(watch.consume(proc.stderr))
@@ -314,11 +312,11 @@ async def _run_relay(
     options: TransferOptions,
     watch: _Watch,
 ) -> str:
-    send = shell_quote_argv(await src_agent.argv(_send_args(item, options)))
-    receive = shell_quote_argv(await dst_agent.argv(_receive_args(item, options)))
-    sender = await src.ssh.create_process(send, encoding=None, window=RELAY_WINDOW)
+    send = await src_agent.argv(_send_args(item, options))
+    receive = await dst_agent.argv(_receive_args(item, options))
+    sender = await src.open_process(send, window=RELAY_WINDOW)
     _feed(sender, item)
-    receiver = await dst.ssh.create_process(receive, encoding=None)
+    receiver = await dst.open_process(receive)
 
     async def pump() -> None:
         while True:

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.api.errors import KVMCloneError
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone import CloneRefused
 from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.lab.host import LabHostRuntime
@@ -286,7 +286,7 @@ async def test_destination_filling_up_mid_copy_rolls_back(
         from kvm_clone_tui.engine.clone import run_clone
 
         with pytest.raises(KVMCloneError, match=r"full|space"):
-            await run_clone(client, plan)
+            await run_clone(client.hosts, plan)
     assert ls_inside(beta, small_pool) == ["filler", "lost+found"]
     assert "web01-full" not in domain_names(beta)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.api.errors import KVMCloneError
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone import CloneFailed, run_clone
 from kvm_clone_tui.engine.journal import unfinished
 from kvm_clone_tui.engine.tpm_state import TpmStateError
@@ -234,7 +234,7 @@ async def test_force_keeps_the_replaced_vms_tpm_until_the_copy_is_committed(
         squatter.mkdir()
         try:
             with pytest.raises(TpmStateError, match="already exists"):
-                await run_clone(client, plan)
+                await run_clone(client.hosts, plan)
             assert squatter.is_dir()  # not this job's: left alone by the rollback
         finally:
             squatter.rmdir()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.clone import CloneFailed
 from kvm_clone_tui.engine.journal import ADOPTED, Journal, jobs_dir, unfinished
 from kvm_clone_tui.engine.progress import JobEvent

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config, load_config
 from kvm_clone_tui.api.errors import HostKeyError, HostUnreachableError, LibvirtError
 from kvm_clone_tui.api.models import VMState
-from kvm_clone_tui.engine.client import KVMCloneClient
-from kvm_clone_tui.engine.hosts import Host, HostTarget
+from kvm_clone_tui.engine.hosts import HostTarget, SSHHost
 from kvm_clone_tui.engine.inventory import InventoryEvent, InventoryTracker
 from kvm_clone_tui.engine.ssh import SSHSettings, connect
 from kvm_clone_tui.lab.layout import LabLayout, default_cache_dir, plan_hosts
@@ -145,7 +145,7 @@ async def test_proxyjump_through_one_lab_host_to_another(lab: Lab, tmp_path: Pat
     beta_ns = lab.runtime("beta").namespace()
     assert beta_ns is not None
     target = HostTarget.parse("gamma-via-beta")
-    host = await Host.connect(target, settings(lab, config_files=(config,)))
+    host = await SSHHost.connect(target, settings(lab, config_files=(config,)))
     try:
         assert (await host.run(["hostname"])).stdout.strip() == "gamma"
         # The connection to gamma's sshd was made by an sshd process of beta's.

@@ -6,8 +6,8 @@ import re
 import shutil
 import time
 
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.lab.guest import DATA_START, SLOT_COUNT, SLOT_SIZE, scan_disk_markers
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab

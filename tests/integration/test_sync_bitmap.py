@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.domain_rewrite import read_clone_metadata
 from kvm_clone_tui.engine.sync import SyncRefused
 from kvm_clone_tui.engine.sync_undo import RevertRefused

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from kvm_clone_tui.agent.host.hashing import sha_in_hardware
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.progress import JobEvent
 from kvm_clone_tui.lab.host import LabHostRuntime
 from kvm_clone_tui.lab.manager import Lab

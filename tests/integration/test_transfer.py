@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kvm_clone_tui.agent import AGENT_DIGEST, AGENT_VERSION
+from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import Config
-from kvm_clone_tui.engine.client import KVMCloneClient
 from kvm_clone_tui.engine.remote_agent import RemoteAgent
 from kvm_clone_tui.engine.transfer import FileTransfer, TransferError, TransferOptions, copy_file
 from kvm_clone_tui.lab.manager import Lab

@@ -71,7 +71,7 @@ async def test_panes_fill_with_the_lab_vms(lab: Lab, lab_config: Config) -> None
         assert cell(alpha, "writer", "state") == "running"
         assert focused_pane(app) is alpha
         assert "3 hosts · 3 connected" in str(app.query_one(StatusBar).render())
-    assert app._own_client is not None and not app._own_client._hosts  # closed on exit
+    assert app._own_client is not None and not app._own_client.connected  # closed on exit
 
 
 async def test_keyboard_navigation_and_marking(lab: Lab, lab_config: Config) -> None:
