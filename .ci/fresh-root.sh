@@ -103,8 +103,13 @@ cmd_session() {
         mount --bind "$root" "$root"
         mount -t proc proc "$root/proc"
         mount --rbind /sys "$root/sys"
-        mount --rbind /dev "$root/dev"
-        mountpoint -q "$root/dev/pts" || mount --bind /dev/pts "$root/dev/pts"
+        # /dev itself, then a devpts and a /dev/shm of the root'"'"'s own: this machine stacks two
+        # devpts mounts on /dev/pts, and libvirt'"'"'s per-domain /dev then loses the one whose
+        # ptys QEMU opens ("-chardev pty: Failed to create PTY").
+        mount --bind /dev "$root/dev"
+        mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
+        mount --bind "$root/dev/pts/ptmx" "$root/dev/ptmx"
+        mount -t tmpfs -o mode=1777,nosuid,nodev shm "$root/dev/shm"
         exec chroot "$root" env -i "$@"
     ' fresh-root "$root" "${vars[@]}" bash /root/kvm-clone/.ci/in-root.sh "$@"
 }

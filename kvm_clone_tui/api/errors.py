@@ -63,7 +63,7 @@ class CloneRefused(KVMCloneError):
     """The plan has conflicts; nothing was copied."""
 
     def __init__(self, plan: ClonePlan) -> None:
-        super().__init__("clone refused: " + "; ".join(plan.conflicts))
+        super().__init__("clone refused: " + "; ".join(c.message for c in plan.conflicts))
         self.plan = plan
 
 
@@ -86,7 +86,7 @@ class SyncRefused(KVMCloneError):
     """The sync plan has conflicts; nothing was changed."""
 
     def __init__(self, plan: SyncPlan) -> None:
-        super().__init__("sync refused: " + "; ".join(plan.conflicts))
+        super().__init__("sync refused: " + "; ".join(c.message for c in plan.conflicts))
         self.plan = plan
 
 

@@ -2,7 +2,9 @@
 
 A plan is also what ``--dry-run`` prints and what the TUI shows before it starts: the files
 with their sizes and paths, the route the data takes and why, conflicts (which refuse the job)
-and warnings. The engine builds plans (``engine/plan.py``, ``engine/sync.py``).
+and warnings, each a typed value (kind, message, fix). The engine builds plans: it gathers the
+facts from the hosts, then pure rules decide (``engine/plan_facts.py`` and
+``engine/plan_rules.py`` for clones, ``engine/sync_plan.py`` for syncs).
 """
 
 from __future__ import annotations
@@ -12,6 +14,31 @@ from dataclasses import dataclass, field
 from kvm_clone_tui.api.models import VM, DiskDevice
 from kvm_clone_tui.api.options import CloneOptions, SyncOptions
 from kvm_clone_tui.api.units import format_bytes
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A rule that refuses the job: which one (``kind``), the sentence people read
+    (``message``, which says what to do), and the remedy alone when there is one (``fix``)."""
+
+    kind: str
+    message: str
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """Something the job does or meets that people should know; it does not refuse the job."""
+
+    kind: str
+    message: str
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -112,8 +139,8 @@ class ClonePlan:
     dest_xml: str = ""  # the definition the clone gets (empty when conflicts refuse it)
     direct: DirectEndpoint | None = None
     cdroms_present: frozenset[str] = frozenset()
-    conflicts: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    warnings: tuple[PlanWarning, ...] = ()
     replace_existing: bool = False
     already_done: bool = False
     options: CloneOptions = field(default_factory=CloneOptions)
@@ -176,8 +203,8 @@ class ClonePlan:
         if self.already_done:
             lines.append("  already done: the destination VM is a clone of this VM")
         lines.append(f"  checkpoint: {self.checkpoint_note()}")
-        lines += [f"  WARNING: {w}" for w in self.warnings]
-        lines += [f"  REFUSED: {c}" for c in self.conflicts]
+        lines += [f"  WARNING: {w.message}" for w in self.warnings]
+        lines += [f"  REFUSED: {c.message}" for c in self.conflicts]
         return "\n".join(lines)
 
 
@@ -204,8 +231,8 @@ class SyncPlan:
     mode: str
     mode_reason: str
     dest_xml: str
-    conflicts: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    warnings: tuple[PlanWarning, ...] = ()
     options: SyncOptions = SyncOptions()  # noqa: RUF009 (frozen: one shared default is safe)
     source_running: bool = False
     base_checkpoint: str | None = None  # bitmap mode: the changes since this checkpoint move
@@ -238,6 +265,6 @@ class SyncPlan:
             )
         if self.options.checkpoint:
             lines.append("  undo:          what the sync overwrites is kept (kvm-clone revert)")
-        lines += [f"  WARNING: {w}" for w in self.warnings]
-        lines += [f"  REFUSED: {c}" for c in self.conflicts]
+        lines += [f"  WARNING: {w.message}" for w in self.warnings]
+        lines += [f"  REFUSED: {c.message}" for c in self.conflicts]
         return "\n".join(lines)

@@ -244,7 +244,7 @@ def _report_plan(args: argparse.Namespace, plan: ClonePlan, console: Console, re
     else:
         console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
     if refused:
-        print("kvm-clone clone: refused: " + "; ".join(plan.conflicts), file=sys.stderr)
+        print("kvm-clone clone: refused: " + "; ".join(c.message for c in plan.conflicts), file=sys.stderr)
         return EXIT_REFUSED
     return EXIT_OK
 

@@ -170,7 +170,7 @@ def _report_plan(args: argparse.Namespace, plan: SyncPlan, console: Console) -> 
     else:
         console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
     if not plan.ok:
-        print("kvm-clone sync: refused: " + "; ".join(plan.conflicts), file=sys.stderr)
+        print("kvm-clone sync: refused: " + "; ".join(c.message for c in plan.conflicts), file=sys.stderr)
         return EXIT_REFUSED
     return EXIT_OK
 

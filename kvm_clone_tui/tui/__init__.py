@@ -5,7 +5,7 @@ It stands on :mod:`kvm_clone_tui.api` only: it talks to hosts through the API's
 imports the engine, libvirt or asyncssh (``lint-imports``; ``tests/unit/test_layers.py``).
 Nothing here is imported by ``kvm-clone`` until the UI is opened.
 
-Where things are (by feature, as darrenburns/posting groups its widgets; decision 24):
+Where things are (by feature, as darrenburns/posting groups its widgets; decision 25):
 
 - ``app.py``: the app (layout, actions, routing of messages); ``app.tcss`` its styles;
   ``palette.py`` the command palette's commands; ``startup.py`` which configuration and hosts

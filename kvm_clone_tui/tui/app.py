@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import Sequence
 from itertools import count
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import events, on, work
 from textual.app import App, ComposeResult
@@ -26,6 +26,8 @@ from kvm_clone_tui.tui.clone.rollback import RollbackScreen
 from kvm_clone_tui.tui.common.confirm import ConfirmScreen
 from kvm_clone_tui.tui.common.destination import DestinationScreen
 from kvm_clone_tui.tui.common.help import HelpScreen, HelpSections, class_bindings
+from kvm_clone_tui.tui.common.job_manager import JobManager
+from kvm_clone_tui.tui.common.job_widget import JobWidget
 from kvm_clone_tui.tui.hosts.add_host import AddHostScreen
 from kvm_clone_tui.tui.hosts.details import VMDetailsScreen, XMLLoader
 from kvm_clone_tui.tui.hosts.drag_source import DragSource
@@ -120,6 +122,7 @@ class KVMCloneApp(App[None]):
         self.filter_pattern: re.Pattern[str] | None = None
         self._pane_ids = count(1)
         self._last_pane: HostPane | None = None
+        self.job_manager = JobManager(self)  # the jobs' workers: they outlive their views
         self.clones = CloneFlow(self)
         self.syncs = SyncFlow(self)
         if sub_title is not None:
@@ -231,7 +234,7 @@ class KVMCloneApp(App[None]):
         if action == "resume_job":
             return self._kept_job() is not None
         if action == "cancel_job":
-            return True if self.clones.target_job() is not None else None  # shown, dimmed
+            return True if self.target_job() is not None else None  # shown, dimmed
         return True
 
     def action_add_host(self) -> None:
@@ -358,16 +361,30 @@ class KVMCloneApp(App[None]):
         """Show or hide the jobs panel."""
         jobs = self.jobs
         jobs.display = not jobs.display
-        if not jobs.display and isinstance(self.main_screen.focused, JobView | SyncView):
+        if not jobs.display and isinstance(self.main_screen.focused, JobWidget):
             self._focus_pane(self.current_pane)
 
     def show_jobs(self) -> None:
         """Show the jobs panel."""
         self.jobs.display = True
 
+    def target_job(self) -> JobWidget[Any] | None:
+        """The job or sync ``x`` acts on: the focused one, else the only one it can act on."""
+        focused = self.main_screen.focused
+        if isinstance(focused, JobWidget):
+            return focused
+        actionable = [v for v in self.main_screen.query(JobWidget) if v.actionable]
+        return actionable[0] if len(actionable) == 1 else None
+
     def action_cancel_job(self) -> None:
         """Cancel the focused job (asks first); for a failed job, ask what to do with it."""
-        self.clones.cancel_or_decide()
+        view = self.target_job()
+        if view is None:
+            self.notify("focus a job first (tab, or a click on it)", severity="warning")
+        elif isinstance(view, SyncView):
+            self.syncs.cancel(view)
+        elif isinstance(view, JobView):
+            self.clones.cancel_or_decide(view)
 
     async def action_quit(self) -> None:
         """Quit; running jobs are cancelled and rolled back first (after confirmation)."""
@@ -436,8 +453,7 @@ class KVMCloneApp(App[None]):
     def _pane_changed(self) -> None:
         self._show_status()
 
-    @on(JobView.Changed)
-    @on(SyncView.Changed)
+    @on(JobWidget.Changed)
     def _job_changed(self) -> None:
         self._show_status()
         self.refresh_bindings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -13,6 +14,7 @@ from textual.widgets import Static
 from kvm_clone_tui.api.plans import ClonePlan
 from kvm_clone_tui.tui.clone.job_view import JobView
 from kvm_clone_tui.tui.common.job_status import JobStatus
+from kvm_clone_tui.tui.common.job_widget import JobWidget
 from kvm_clone_tui.tui.hosts.feeds import CloneSource, SyncSource
 from kvm_clone_tui.tui.sync.session import SyncPair, SyncSettings
 from kvm_clone_tui.tui.sync.view import SyncView
@@ -20,7 +22,7 @@ from kvm_clone_tui.tui.sync.view import SyncView
 EMPTY = "No jobs yet. Press c on a VM to clone it, or drag it onto another host's pane."
 
 
-def jobs_summary(views: Sequence[JobView | SyncView]) -> str:
+def jobs_summary(views: Sequence[JobWidget[Any]]) -> str:
     """``2 running · 1 done · 1 kept · 1 failed`` (empty without jobs)."""
     counts: dict[str, int] = {}
     for view in views:
@@ -71,12 +73,12 @@ class JobsPanel(Vertical):
         """The session of ``pair``, if it was synced before."""
         return next((v for v in self.sync_views if v.pair == pair), None)
 
-    def active(self) -> list[JobView | SyncView]:
+    def active(self) -> list[JobWidget[Any]]:
         """The jobs a worker still works on (copying, syncing, cancelling, rolling back)."""
         return [v for v in self._all() if v.status.active]
 
-    def _all(self) -> list[JobView | SyncView]:
-        return [v for v in self.query(".job") if isinstance(v, JobView | SyncView)]
+    def _all(self) -> list[JobWidget[Any]]:
+        return list(self.query(JobWidget))
 
     async def start(self, plan: ClonePlan, runner: CloneSource) -> JobView:
         """Add a job for ``plan`` and start it."""
@@ -94,7 +96,7 @@ class JobsPanel(Vertical):
         await self._add(view)
         return view
 
-    async def _add(self, view: JobView | SyncView) -> None:
+    async def _add(self, view: JobWidget[Any]) -> None:
         await self.query("#no-jobs").remove()
         job_list = self.query_one("#job-list", VerticalScroll)
         if job_list.children:
@@ -105,8 +107,7 @@ class JobsPanel(Vertical):
         self.display = True
         self._show_counts()
 
-    @on(JobView.Changed)
-    @on(SyncView.Changed)
+    @on(JobWidget.Changed)
     def _job_changed(self) -> None:
         self._show_counts()  # the message goes on to the app (status line)
 

@@ -73,9 +73,9 @@ def problems(plan: ClonePlan | SyncPlan) -> Text:
     """Warnings (yellow) and conflicts (red: they refuse the clone)."""
     text = Text()
     for warning in plan.warnings:
-        text.append(f"⚠ {warning}\n", style="yellow")
+        text.append(f"⚠ {warning.message}\n", style="yellow")
     for conflict in plan.conflicts:
-        text.append(f"✗ {conflict}\n", style="bold red")
+        text.append(f"✗ {conflict.message}\n", style="bold red")
     text.rstrip()
     return text
 

@@ -1,7 +1,8 @@
 """The clone dialog: new names, pool and options, and the engine's plan for each VM, live.
 
-Every change of the form is planned again after :data:`DEBOUNCE_SECONDS` of quiet, in a worker
-(``client.plan_clone``); Start stays disabled until every plan is current and free of conflicts.
+Every change of the form is planned again after a pause in typing (:class:`PlanningDialog`,
+``client.plan_clone`` for each VM); Start stays disabled until every plan is current and free
+of conflicts.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from kvm_clone_tui.api.options import CloneOptions
@@ -31,16 +30,21 @@ from kvm_clone_tui.tui.clone.setup import (
     form_problem,
     initial_form,
 )
+from kvm_clone_tui.tui.common.planning_dialog import PlanningDialog
 from kvm_clone_tui.tui.plan_text import plan_failure, plan_renderable
 
 #: Plans one VM: (VM name, options) -> the engine's plan.
 Planner = Callable[[str, CloneOptions], Awaitable[ClonePlan]]
-DEBOUNCE_SECONDS = 0.4
+#: Each VM's plan, or why there is none.
+Plans = list[ClonePlan | str]
 
 
-class CloneDialog(ModalScreen[list[ClonePlan] | None]):
+class CloneDialog(PlanningDialog[CloneForm, Plans, list[ClonePlan] | None]):
     """Dismisses with the plans to run (all free of conflicts), or None when cancelled."""
 
+    START_BUTTON = "#start-clone"
+    READY_SUBTITLE = "ctrl+s starts · esc cancels"
+    PROBLEM_SUBTITLE = "fix the form to plan the clone"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "start", "Start the clone"),
         Binding("escape", "dismiss(None)", "Cancel"),
@@ -49,14 +53,11 @@ class CloneDialog(ModalScreen[list[ClonePlan] | None]):
     def __init__(
         self, request: CloneRequest, defaults: CloneOptions, pool: str, planner: Planner
     ) -> None:
-        super().__init__(classes="clone")
+        super().__init__(initial_form(request, defaults, pool), classes="clone")
         self.request = request
         self.defaults = defaults
         self.planner = planner
-        self.form = initial_form(request, defaults, pool)
-        self.plans: list[ClonePlan | str] = []  # a plan, or why there is none
-        self.planned_form: CloneForm | None = None
-        self._timer: Timer | None = None
+        self.plans: Plans = []  # a plan, or why there is none
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class CloneDialog(ModalScreen[list[ClonePlan] | None]):
 
     def on_mount(self) -> None:
         self.query_one("#name-0", Input).focus()
-        self._plan_now()
+        self.plan_now()
 
     # -- the form --------------------------------------------------------------------------------
 
@@ -121,19 +122,9 @@ class CloneDialog(ModalScreen[list[ClonePlan] | None]):
             preserve_mac=self.query_one("#preserve-mac", Checkbox).value,
         )
 
-    @on(Input.Changed)
-    @on(RadioSet.Changed)
-    @on(Checkbox.Changed)
-    def _changed(self) -> None:
-        form = self.read_form()
-        if form == self.form:
-            return  # widgets report their initial values too: nothing to plan again
-        self.form = form
-        self._set_ready(False)
-        self._mark_stale()
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(DEBOUNCE_SECONDS, self._plan_now)
+    def form_problem(self, form: CloneForm) -> str | None:
+        """Why the form cannot be planned (a name, the pool, the bandwidth)."""
+        return form_problem(self.request, form)
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -141,47 +132,19 @@ class CloneDialog(ModalScreen[list[ClonePlan] | None]):
         if self.ready:
             self.query_one("#start-clone", Button).focus()
         elif self.planned_form != self.form:
-            self._plan_now()
+            self.plan_now()
 
-    def _plan_now(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        form = self.form
-        problem = form_problem(self.request, form)
-        error = self.query_one("#form-error", Label)
-        error.update(Content(problem or ""))
-        error.display = problem is not None
-        if problem is not None:
-            self.dialog_subtitle("fix the form to plan the clone")
-            return
-        self.dialog_subtitle("planning…")
-        self._mark_stale()
-        self._plan(form)
-
-    def _mark_stale(self) -> None:
-        """Grey out the plans shown: they are for the form as it was."""
-        for plan in self.query(".plan").results(Static):
-            plan.add_class("-stale")
-
-    @work(exclusive=True, group="plan", exit_on_error=False)
-    async def _plan(self, form: CloneForm) -> None:
+    async def make_plan(self, form: CloneForm) -> Plans:
+        """Every VM's plan, side by side."""
         options = clone_options(self.defaults, form)
-        results = await asyncio.gather(
-            *(self._plan_one(vm.name, o) for vm, o in zip(self.request.vms, options, strict=True))
+        return list(
+            await asyncio.gather(
+                *(
+                    self._plan_one(vm.name, o)
+                    for vm, o in zip(self.request.vms, options, strict=True)
+                )
+            )
         )
-        if form != self.form:
-            return  # the form changed meanwhile; its own plan is on the way
-        self.plans = list(results)
-        self.planned_form = form
-        for i, result in enumerate(results):
-            target = self.query_one(f"#plan-{i}", Static)
-            target.remove_class("-stale")
-            if isinstance(result, str):
-                target.update(plan_failure(self.request.vms[i].name, result))
-            else:
-                target.update(plan_renderable(result))
-        self._set_ready(self.ready)
 
     async def _plan_one(self, vm: str, options: CloneOptions) -> ClonePlan | str:
         try:
@@ -189,27 +152,27 @@ class CloneDialog(ModalScreen[list[ClonePlan] | None]):
         except Exception as exc:  # unreachable host, VM gone, bad name: shown, never raised
             return str(exc) or type(exc).__name__
 
+    def show_plan(self, form: CloneForm, planned: Plans) -> None:
+        """Each VM's plan under the form."""
+        self.plans = planned
+        for i, result in enumerate(planned):
+            target = self.query_one(f"#plan-{i}", Static)
+            target.remove_class("-stale")
+            if isinstance(result, str):
+                target.update(plan_failure(self.request.vms[i].name, result))
+            else:
+                target.update(plan_renderable(result))
+
     # -- starting --------------------------------------------------------------------------------
 
     @property
-    def ready(self) -> bool:
-        """True when every plan is for the current form and free of conflicts."""
-        return (
-            self.planned_form == self.form
-            and bool(self.plans)
-            and all(not isinstance(p, str) and p.ok for p in self.plans)
-        )
+    def has_plan(self) -> bool:
+        """True once the VMs were planned."""
+        return bool(self.plans)
 
-    def _set_ready(self, ready: bool) -> None:
-        self.query_one("#start-clone", Button).disabled = not ready
-        if ready:
-            self.dialog_subtitle("ctrl+s starts · esc cancels")
-        elif self.planned_form == self.form and self.plans:
-            self.dialog_subtitle("refused: see the plan · esc cancels")
-
-    def dialog_subtitle(self, text: str) -> None:
-        """What the dialog is doing, in its bottom border."""
-        self.query_one("#dialog").border_subtitle = text
+    def plan_ok(self) -> bool:
+        """True when every VM's plan is free of conflicts."""
+        return all(not isinstance(p, str) and p.ok for p in self.plans)
 
     def action_start(self) -> None:
         """Start the clones (refused while planning, or when a plan has conflicts)."""

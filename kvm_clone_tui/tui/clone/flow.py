@@ -2,9 +2,9 @@
 
 ``c`` (or a drop on another pane) -> :class:`DestinationScreen` (skipped for a drop) ->
 :class:`CloneDialog` (plans, options) -> one :class:`JobView` per VM in the jobs panel. A job
-that fails with staged files opens :class:`RollbackScreen`; ``x`` cancels a running job after a
-:class:`ConfirmScreen`, or brings the rollback prompt back for a failed one (on a sync session,
-``x`` goes to :class:`SyncFlow`).
+that fails with staged files opens :class:`RollbackScreen`; ``x`` (the app picks the job)
+cancels a running job after a :class:`ConfirmScreen`, or brings the rollback prompt back for a
+failed one.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from kvm_clone_tui.tui.common.job_status import JobStatus
 from kvm_clone_tui.tui.hosts.drag_source import DragSource
 from kvm_clone_tui.tui.hosts.feeds import CloneSource
 from kvm_clone_tui.tui.hosts.pane import HostPane, pane_note
-from kvm_clone_tui.tui.sync.view import SyncView
 
 if TYPE_CHECKING:
     from kvm_clone_tui.tui.app import KVMCloneApp
@@ -92,25 +91,10 @@ class CloneFlow:
 
     # -- cancelling, failures --------------------------------------------------------------------
 
-    def target_job(self) -> JobView | SyncView | None:
-        """The job or sync ``x`` acts on: the focused one, else the only one it can act on."""
-        focused = self.app.main_screen.focused
-        if isinstance(focused, JobView | SyncView):
-            return focused
-        views = self.app.main_screen.query(".job")
-        actionable = [v for v in views if isinstance(v, JobView | SyncView) and _actionable(v)]
-        return actionable[0] if len(actionable) == 1 else None
-
-    def cancel_or_decide(self) -> None:
-        """``x``: confirm and cancel a running job (or sync); a failed clone gets the rollback
-        prompt."""
-        view = self.target_job()
-        if view is None:
-            self.app.notify("focus a job first (tab, or a click on it)", severity="warning")
-            return
-        if isinstance(view, SyncView):
-            self.app.syncs.cancel(view)
-        elif view.status is JobStatus.RUNNING:
+    def cancel_or_decide(self, view: JobView) -> None:
+        """``x`` on a clone job: confirm and cancel a running one; a failed one gets the
+        rollback prompt."""
+        if view.status is JobStatus.RUNNING:
             self._confirm_cancel(view)
         elif view.can_roll_back:
             self.ask_rollback(view)
@@ -199,9 +183,3 @@ class CloneFlow:
         if source is None or target is None or target is source or not vms:
             return
         self.open_dialog(CloneRequest(source.host, target.host, tuple(vms)))
-
-
-def _actionable(view: JobView | SyncView) -> bool:
-    if isinstance(view, SyncView):
-        return view.status is JobStatus.RUNNING
-    return view.status is JobStatus.RUNNING or view.can_roll_back

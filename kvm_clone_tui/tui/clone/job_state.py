@@ -1,4 +1,4 @@
-"""What the jobs panel knows about one clone job: status, per-file progress, log lines.
+"""What the jobs panel knows about one clone job: per-file progress, log lines, what it staged.
 
 Pure state fed with the engine's :class:`JobEvent`; :mod:`.job_view` draws it.
 """
@@ -10,7 +10,6 @@ from rich.text import Text
 from kvm_clone_tui.api.events import JobEvent
 from kvm_clone_tui.api.plans import ClonePlan
 from kvm_clone_tui.api.units import format_bytes
-from kvm_clone_tui.tui.common.job_status import JobStatus
 from kvm_clone_tui.tui.common.progress import FileState, log_line
 
 
@@ -19,7 +18,6 @@ class JobState:
 
     def __init__(self, plan: ClonePlan) -> None:
         self.plan = plan
-        self.status = JobStatus.RUNNING
         self.files = {f.label: FileState(f.label, f.allocated) for f in plan.files}
         self.started: float | None = None
         self.last_time: float | None = None  # of the latest engine event

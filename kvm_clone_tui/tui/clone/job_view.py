@@ -1,8 +1,9 @@
 """One clone job in the jobs panel: a progress line per file and the transaction log, live.
 
-The job runs in a worker of this widget (``run_plan`` with ``auto_rollback=False``). The
-engine's events arrive on the event loop and are posted to the widget as :class:`JobView.Event`
-messages; progress is repainted from the latest state every :data:`REPAINT_SECONDS`.
+The job runs through the app's job manager (``run_plan`` with ``auto_rollback=False``), not in
+a worker of this widget. The engine's events arrive on the event loop and are posted to the
+widget as :class:`JobWidget.Event` messages; progress is repainted from the latest state every
+``REPAINT_SECONDS``.
 
 A failed job whose staged files were kept (status ``KEPT``) is resumed with ``r``: the engine's
 ``resume_job`` plans the clone again as a new job that adopts the staged files and moves only the
@@ -14,17 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import RichLog
-from textual.worker import Worker
 
 from kvm_clone_tui.api.errors import CloneFailed
 from kvm_clone_tui.api.events import JobEvent
@@ -33,11 +31,12 @@ from kvm_clone_tui.api.results import CloneResult
 from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.tui.clone.job_state import JobState
 from kvm_clone_tui.tui.common.job_status import JobStatus
-from kvm_clone_tui.tui.common.job_widget import LOG_LINES, REPAINT_SECONDS, FileRow
+from kvm_clone_tui.tui.common.job_widget import FileRow, JobWidget
 from kvm_clone_tui.tui.common.progress import format_duration
 from kvm_clone_tui.tui.hosts.feeds import CloneSource
 
 CANCELLED = "cancelled before anything was staged"
+RECOVER = "(`kvm-clone recover` retries)"
 
 
 def done_note(result: CloneResult) -> str:
@@ -57,37 +56,19 @@ def done_note(result: CloneResult) -> str:
     return f"{note} ({result.consistency})" if result.consistency else note
 
 
-class JobView(Vertical, can_focus=True):
+@dataclass(frozen=True)
+class CloneEnding:
+    """How a clone's work ended: the status, a note for the log, the kept staged files."""
+
+    status: JobStatus
+    note: str
+    failure: CloneFailed | None = None
+
+
+class JobView(JobWidget[CloneEnding]):
     """A job: its files' progress, its log; cancel, roll back, keep or resume what it staged."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "resume", "Resume (kept job)")]
-
-    class Event(Message):
-        """An engine event of this job (posted by the job's worker to the view itself)."""
-
-        bubble = False
-
-        def __init__(self, event: JobEvent) -> None:
-            super().__init__()
-            self.event = event
-
-    class Ended(Message):
-        """The worker finished; queued after the job's last events (to the view itself)."""
-
-        bubble = False
-
-        def __init__(self, status: JobStatus, note: str, failure: CloneFailed | None) -> None:
-            super().__init__()
-            self.status = status
-            self.note = note
-            self.failure = failure
-
-    class Changed(Message):
-        """The job's status changed (bubbles to the app: status line, footer)."""
-
-        def __init__(self, view: JobView) -> None:
-            super().__init__()
-            self.view = view
 
     class Failed(Message):
         """The job failed and kept its staged files: the app asks what to do with them."""
@@ -102,14 +83,7 @@ class JobView(Vertical, can_focus=True):
         self.state = JobState(plan)
         self.runner = runner
         self.failure: CloneFailed | None = None
-        self._worker: Worker[None] | None = None
         self._rows: list[FileRow] = []
-        self._lines: list[Text] = []  # log lines waiting for the log to know its width
-
-    @property
-    def status(self) -> JobStatus:
-        """Where the job is."""
-        return self.state.status
 
     @property
     def job_id(self) -> str:
@@ -124,77 +98,69 @@ class JobView(Vertical, can_focus=True):
         return self.failure is not None and self.status in (JobStatus.FAILED, JobStatus.KEPT)
 
     @property
-    def log_widget(self) -> RichLog:
-        """The job's transaction log."""
-        return self.query_one(RichLog)
+    def actionable(self) -> bool:
+        """True when ``x`` can act on the job (cancel it, or decide about what it kept)."""
+        return self.status is JobStatus.RUNNING or self.can_roll_back
 
     def compose(self) -> ComposeResult:
         self._rows = [FileRow(state) for state in self.state.files.values()]
         yield from self._rows
-        log = RichLog(max_lines=LOG_LINES, wrap=True, classes="job-log")
-        log.can_focus = False  # the job itself takes the focus (x acts on it)
-        yield log
+        yield self.compose_log()
 
     def on_mount(self) -> None:
         self.border_title = Content(self.state.title)
-        self._repaint()
-        self.set_interval(REPAINT_SECONDS, self._tick)
-        self._worker = self._run()
+        self.repaint()
+        self.run_job(self._run(), "clone")
 
     # -- the job ---------------------------------------------------------------------------------
 
-    @work(group="job", exit_on_error=False)
     async def _run(self) -> None:
         plan = self.state.plan
         try:
-            result = await self.runner.run_plan(plan, on_event=self._on_event, auto_rollback=False)
+            result = await self.runner.run_plan(plan, on_event=self.report, auto_rollback=False)
         except asyncio.CancelledError:
             # The engine rolled back (and says so in an event) before re-raising.
-            self._end(JobStatus.ROLLED_BACK, CANCELLED)
+            self.end(CloneEnding(JobStatus.ROLLED_BACK, CANCELLED))
             raise
         except CloneFailed as exc:
-            self._end(JobStatus.FAILED, "", exc)
+            self.end(CloneEnding(JobStatus.FAILED, "", exc))
         except Exception as exc:  # refused since planning, unreachable, or a failed rollback
             if self.status is JobStatus.CANCELLING:
-                self._end(JobStatus.ROLLBACK_FAILED, f"{exc} (`kvm-clone recover` retries)")
+                self.end(CloneEnding(JobStatus.ROLLBACK_FAILED, f"{exc} {RECOVER}"))
             else:
-                self._end(JobStatus.FAILED, f"{exc} (nothing was staged)")
+                self.end(CloneEnding(JobStatus.FAILED, f"{exc} (nothing was staged)"))
         else:
-            self._end(JobStatus.DONE, done_note(result))
-
-    def _on_event(self, event: JobEvent) -> None:
-        # Called by the engine on the event loop: hand it over as a message, in order.
-        self.post_message(self.Event(event))
-
-    def _end(self, status: JobStatus, note: str, failure: CloneFailed | None = None) -> None:
-        self.post_message(self.Ended(status, note, failure))
+            self.end(CloneEnding(JobStatus.DONE, done_note(result)))
 
     def cancel(self) -> bool:
         """Cancel a running job (the engine rolls back); False when it is not running."""
-        if self.status is not JobStatus.RUNNING or self._worker is None:
+        if self.status is not JobStatus.RUNNING or not self.has_job:
             return False
-        self._set_status(JobStatus.CANCELLING)
+        self.status = JobStatus.CANCELLING
         self._log("info", "cancel requested: stopping the copy and rolling back")
-        self._worker.cancel()
+        self.cancel_job()
         return True
 
-    @work(group="rollback", exit_on_error=False)
-    async def rollback(self) -> None:
+    def rollback(self) -> None:
         """Roll back what a failed job staged (asked for in the rollback prompt)."""
         if not self.can_roll_back:
             return
-        self._set_status(JobStatus.ROLLING_BACK)
+        self.status = JobStatus.ROLLING_BACK
+        self.run_job(self._rollback(), "rollback")
+
+    async def _rollback(self) -> None:
         try:
-            await self.runner.rollback_job(self.job_id, on_event=self._on_event)
+            await self.runner.rollback_job(self.job_id, on_event=self.report)
         except Exception as exc:
-            self._end(JobStatus.ROLLBACK_FAILED, f"{exc} (`kvm-clone recover` retries)")
+            self.end(CloneEnding(JobStatus.ROLLBACK_FAILED, f"{exc} {RECOVER}"))
         else:
-            self._end(JobStatus.ROLLED_BACK, "nothing of this job is left on the destination")
+            note = "nothing of this job is left on the destination"
+            self.end(CloneEnding(JobStatus.ROLLED_BACK, note))
 
     def keep(self) -> None:
         """Leave a failed job's staged files for a resume (or a later rollback)."""
         if self.status is JobStatus.FAILED:
-            self._set_status(JobStatus.KEPT)
+            self.status = JobStatus.KEPT
             self._log(
                 "info",
                 f"staged files kept on {self.state.plan.dest_host} for resume: r here resumes "
@@ -217,7 +183,7 @@ class JobView(Vertical, can_focus=True):
             )
 
     def resume(self) -> bool:
-        """Resume the kept job in a worker; False when there is nothing to resume."""
+        """Resume the kept job; False when there is nothing to resume."""
         if not self.can_resume or self.failure is None:
             return False
         kept = self.failure
@@ -225,47 +191,45 @@ class JobView(Vertical, can_focus=True):
         self.state.error = None
         for state in self.state.files.values():
             state.reset()
-        self._set_status(JobStatus.RUNNING)
+        self.status = JobStatus.RUNNING
         self._log("resume", f"resuming job {kept.job_id} from its staged files")
-        self._worker = self._resume(kept)
+        self.run_job(self._resume(kept), "resume")
         return True
 
-    @work(group="resume", exit_on_error=False)
     async def _resume(self, kept: CloneFailed) -> None:
         """``resume_job``: a new job adopts the staged files; only what is missing moves."""
         try:
-            result = await self.runner.resume_job(kept.job_id, self._on_event, auto_rollback=False)
+            result = await self.runner.resume_job(kept.job_id, self.report, auto_rollback=False)
         except asyncio.CancelledError:
-            self._end(JobStatus.ROLLED_BACK, CANCELLED)
+            self.end(CloneEnding(JobStatus.ROLLED_BACK, CANCELLED))
             raise
         except CloneFailed as exc:
-            self._end(JobStatus.FAILED, "", exc)
+            self.end(CloneEnding(JobStatus.FAILED, "", exc))
         except Exception as exc:  # unknown job, unreachable host, a failed rollback
             if self.status is JobStatus.CANCELLING:
-                self._end(JobStatus.ROLLBACK_FAILED, f"{exc} (`kvm-clone recover` retries)")
+                self.end(CloneEnding(JobStatus.ROLLBACK_FAILED, f"{exc} {RECOVER}"))
             else:  # the staged files are as they were: decide again
-                self._end(JobStatus.FAILED, f"resume failed: {exc}", kept)
+                self.end(CloneEnding(JobStatus.FAILED, f"resume failed: {exc}", kept))
         else:
-            self._end(JobStatus.DONE, done_note(result))
+            self.end(CloneEnding(JobStatus.DONE, done_note(result)))
 
     # -- what it shows ---------------------------------------------------------------------------
 
-    @on(Event)
-    def _event(self, message: Event) -> None:
-        line = self.state.apply(message.event)
+    def job_event(self, event: JobEvent) -> None:
+        """An engine event: progress, and a log line unless it is progress only."""
+        line = self.state.apply(event)
         if line is not None:
-            self._lines.append(line)
-            self._flush_log()
+            self.write_log(line)
 
-    @on(Ended)
-    def _ended(self, message: Ended) -> None:
-        status, note = message.status, message.note
+    def job_ended(self, outcome: CloneEnding) -> None:
+        """The work ended: log why, take the staged files of a failure, ask about them."""
+        status, note = outcome.status, outcome.note
         if note == CANCELLED and "rollback" in self.state.steps:
             note = ""  # the engine's own log says it rolled back
-        if message.failure is not None:
-            self.failure = message.failure
-            self.state.error = note or str(message.failure.cause)
-            self.state.staged = tuple(message.failure.staged)
+        if outcome.failure is not None:
+            self.failure = outcome.failure
+            self.state.error = note or str(outcome.failure.cause)
+            self.state.staged = tuple(outcome.failure.staged)
         elif status in (JobStatus.FAILED, JobStatus.ROLLBACK_FAILED):
             self.state.error = note
         if note and status is JobStatus.DONE:
@@ -273,40 +237,24 @@ class JobView(Vertical, can_focus=True):
         elif note:
             step = "rollback" if status is JobStatus.ROLLED_BACK else "error"
             self._log(step, f"{status.label}: {note}")
-        self._set_status(status)
-        self._repaint()
-        if message.failure is not None:
-            self.post_message(self.Failed(self, message.failure))
+        self.status = status
+        self.repaint()
+        if outcome.failure is not None:
+            self.post_message(self.Failed(self, outcome.failure))
 
     def _log(self, step: str, message: str, at: float | None = None) -> None:
-        self._lines.append(self.state.note(step, message, time.time() if at is None else at))
-        self._flush_log()
+        self.write_log(self.state.note(step, message, time.time() if at is None else at))
 
-    def _flush_log(self) -> None:
-        """Write waiting lines, wrapped to the log's width (once it is laid out)."""
-        log = self.log_widget
-        width = log.scrollable_content_region.width
-        if width <= 0:
-            return  # not laid out yet: the next tick writes them
-        lines, self._lines = self._lines, []
-        for line in lines:
-            log.write(line, width=width)
-
-    def _set_status(self, status: JobStatus) -> None:
-        self.state.status = status
-        for each in JobStatus:
-            self.set_class(each is status, f"-{each.name.lower().replace('_', '-')}")
+    def watch_status(self, status: JobStatus) -> None:
         self.state.dirty = True
-        self._repaint()
-        self.post_message(self.Changed(self))
+        super().watch_status(status)
 
-    def _tick(self) -> None:
-        if self._lines:
-            self._flush_log()
-        if self.state.dirty:
-            self._repaint()
+    def needs_repaint(self) -> bool:
+        """Only when an event changed something."""
+        return self.state.dirty
 
-    def _repaint(self) -> None:
+    def repaint(self) -> None:
+        """The files' progress, and the summary and status in the border."""
         self.state.dirty = False
         for row in self._rows:
             row.repaint()

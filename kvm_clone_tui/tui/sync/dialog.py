@@ -1,8 +1,8 @@
 """Which clone to sync and how: its name on the destination, the mode, the undo checkpoint, and
 the engine's plan for them, live.
 
-Every change of the form is planned again after :data:`DEBOUNCE_SECONDS` of quiet, in a worker
-(``client.plan_sync``): the mode and why, the source checkpoint the sync starts from and the one
+Every change of the form is planned again after a pause in typing (:class:`PlanningDialog`,
+``client.plan_sync``): the mode and why, the source checkpoint the sync starts from and the one
 it leaves, whether it can be undone, and what refuses it. Enter (or ctrl+s) syncs as soon as the
 plan for the form as it is says yes; a refused plan keeps the dialog open.
 """
@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from kvm_clone_tui.api.validation import ValidationError, validate_vm_name
+from kvm_clone_tui.tui.common.planning_dialog import PlanningDialog
 from kvm_clone_tui.tui.plan_text import plan_failure, sync_plan_renderable
 from kvm_clone_tui.tui.sync.session import SYNC_MODES, SyncSettings
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 
 #: Plans the sync: (the clone's name, settings) -> the engine's plan.
 SyncPlanner = Callable[[str, SyncSettings], Awaitable["SyncPlan"]]
-DEBOUNCE_SECONDS = 0.4
 HINT = (
     "The clone (its name on the destination) must be shut off and cloned from this VM. Only "
     "what changed moves: the blocks the source's dirty bitmap marks (bitmap mode; the source "
@@ -48,8 +46,12 @@ class SyncChoice:
     settings: SyncSettings
 
 
-class SyncDialog(ModalScreen[SyncChoice | None]):
+class SyncDialog(PlanningDialog[SyncChoice, "SyncPlan | str", SyncChoice | None]):
     """Dismisses with the clone's name and settings, or None when cancelled."""
+
+    START_BUTTON = "#sync"
+    READY_SUBTITLE = "enter syncs · esc cancels"
+    PROBLEM_SUBTITLE = "fix the name to plan the sync"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "sync", "Sync (when the plan allows)"),
@@ -65,17 +67,15 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
         settings: SyncSettings | None = None,
         planner: SyncPlanner | None = None,
     ) -> None:
-        super().__init__(classes="sync-dialog")
+        settings = settings or SyncSettings()
+        super().__init__(SyncChoice(target, settings), classes="sync-dialog")
         self.source = source
         self.vm = vm
         self.dest = dest
         self.target = target
-        self.settings = settings or SyncSettings()
+        self.settings = settings
         self.planner = planner
-        self.form: SyncChoice = SyncChoice(target, self.settings)
         self.plan: SyncPlan | str | None = None  # the plan, or why there is none
-        self.planned_form: SyncChoice | None = None
-        self._timer: Timer | None = None
         self._submit_when_planned = False
 
     def compose(self) -> ComposeResult:
@@ -113,7 +113,7 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
-        self._plan_now()
+        self.plan_now()
 
     # -- the form --------------------------------------------------------------------------------
 
@@ -124,71 +124,49 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
         name = self.query_one(Input).value.strip()
         return SyncChoice(name, SyncSettings(mode, checkpoint))
 
-    def _problem(self, name: str) -> str | None:
+    def form_problem(self, form: SyncChoice) -> str | None:
+        """Why the clone's name cannot be planned."""
         try:
-            validate_vm_name(name)
+            validate_vm_name(form.target)
         except ValidationError as exc:
             return str(exc)
-        if name == self.vm and self.dest == self.source:
+        if form.target == self.vm and self.dest == self.source:
             return "on the same host the clone has another name"
         return None
 
-    def _show_problem(self, problem: str | None) -> None:
-        error = self.query_one(".error", Label)
-        error.update(Content(problem or ""))
-        error.display = problem is not None
-
-    @on(Input.Changed)
-    @on(RadioSet.Changed)
-    @on(Checkbox.Changed)
-    def _changed(self) -> None:
-        form = self.read_form()
-        if form == self.form:
-            return  # widgets report their initial values too
-        self.form = form
+    def form_changed(self) -> None:
+        """A change cancels a sync asked for while planning."""
         self._submit_when_planned = False
-        self._set_ready(False)
-        self.query_one("#plan").add_class("-stale")
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(DEBOUNCE_SECONDS, self._plan_now)
 
-    def _plan_now(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        form = self.form
-        problem = self._problem(form.target)
-        self._show_problem(problem)
-        if problem is not None:
-            self.dialog_subtitle("fix the name to plan the sync")
-            return
+    def can_plan(self) -> bool:
+        """False (and says so) when the source cannot plan syncs."""
         if self.planner is None:
             self.query_one("#plan", Static).update(
                 Text("this source cannot plan syncs", style="bold red")
             )
-            return
-        self.dialog_subtitle("planning…")
-        self.query_one("#plan").add_class("-stale")
-        self._plan(form)
+            return False
+        return True
 
-    @work(exclusive=True, group="plan", exit_on_error=False)
-    async def _plan(self, form: SyncChoice) -> None:
+    async def make_plan(self, form: SyncChoice) -> SyncPlan | str:
+        """The engine's sync plan, or why there is none."""
         assert self.planner is not None
         try:
-            plan: SyncPlan | str = await self.planner(form.target, form.settings)
+            return await self.planner(form.target, form.settings)
         except Exception as exc:  # unreachable host, no such clone: shown, never raised
-            plan = str(exc) or type(exc).__name__
-        if form != self.form:
-            return  # the form changed meanwhile; its own plan is on the way
-        self.plan, self.planned_form = plan, form
+            return str(exc) or type(exc).__name__
+
+    def show_plan(self, form: SyncChoice, planned: SyncPlan | str) -> None:
+        """The plan under the form."""
+        self.plan = planned
         shown = self.query_one("#plan", Static)
         shown.remove_class("-stale")
-        if isinstance(plan, str):
-            shown.update(plan_failure(self.vm, plan))
+        if isinstance(planned, str):
+            shown.update(plan_failure(self.vm, planned))
         else:
-            shown.update(sync_plan_renderable(plan))
-        self._set_ready(self.ready)
+            shown.update(sync_plan_renderable(planned))
+
+    def plan_shown(self, form: SyncChoice) -> None:
+        """Sync now if Enter was pressed while planning and the plan allows it."""
         if self._submit_when_planned:
             self._submit_when_planned = False
             if self.ready:
@@ -199,32 +177,19 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
     # -- syncing ---------------------------------------------------------------------------------
 
     @property
-    def ready(self) -> bool:
-        """True when the plan shown is for the form as it is and nothing refuses it."""
-        plan = self.plan
-        return (
-            self.planned_form == self.form
-            and plan is not None
-            and not isinstance(plan, str)
-            and plan.ok
-        )
+    def has_plan(self) -> bool:
+        """True once the form was planned."""
+        return self.plan is not None
 
-    def _set_ready(self, ready: bool) -> None:
-        self.query_one("#sync", Button).disabled = not ready
-        if ready:
-            self.dialog_subtitle("enter syncs · esc cancels")
-        elif self.planned_form == self.form and self.plan is not None:
-            self.dialog_subtitle("refused: see the plan · esc cancels")
-
-    def dialog_subtitle(self, text: str) -> None:
-        """What the dialog is doing, in its bottom border."""
-        self.query_one("#dialog").border_subtitle = text
+    def plan_ok(self) -> bool:
+        """True when nothing refuses the plan."""
+        return self.plan is not None and not isinstance(self.plan, str) and self.plan.ok
 
     def action_sync(self) -> None:
         """Sync now when the plan allows it; while planning, as soon as the plan is ready."""
         form = self.read_form()
-        problem = self._problem(form.target)
-        self._show_problem(problem)
+        problem = self.form_problem(form)
+        self.show_problem(problem)
         if problem is not None:
             self.app.bell()
             return
@@ -236,8 +201,8 @@ class SyncDialog(ModalScreen[SyncChoice | None]):
             return
         self._submit_when_planned = True
         self.dialog_subtitle("planning… syncs when the plan allows it")
-        if self._timer is not None:
-            self._plan_now()
+        if self.debouncing:
+            self.plan_now()
 
     @on(Input.Submitted)
     def _submitted(self) -> None:

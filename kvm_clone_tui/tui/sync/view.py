@@ -1,16 +1,16 @@
 """One sync session in the jobs panel: a VM and its clone, synced again and again.
 
 Each run (``s`` the first time, ``r`` here or ``R`` anywhere afterwards) runs
-``sync_vm`` with the session's :class:`SyncSettings` (mode, undo checkpoint) in a worker of this
-widget; its events arrive as :class:`SyncView.Event` messages and are drawn with the clone jobs'
-parts (a progress line per file, the log). The runs table lists every finished run: time, mode
+``sync_vm`` with the session's :class:`SyncSettings` (mode, undo checkpoint) through the app's
+job manager; its events arrive as :class:`JobWidget.Event` messages and are drawn with the clone
+jobs' parts (a progress line per file, the log). The runs table lists every finished run: time, mode
 and why, changed bytes, bytes sent, seconds, consistency (running source), and whether it can be
 reverted.
 
 ``u`` asks the app (:class:`SyncView.RevertRequested`) to revert the clone to before the last
 sync, when that sync kept a checkpoint; after the operator confirms, :meth:`SyncView.revert` runs
-``revert_sync`` in a worker and the log and the runs table say what it restored, or why the
-engine refused.
+``revert_sync`` through the job manager and the log and the runs table say what it restored, or
+why the engine refused.
 
 ``x`` (the app's key) cancels a running sync. The engine leaves the clone marked
 ``sync-state="in-progress"`` once it has started writing (unless a checkpointed sync puts it
@@ -23,23 +23,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import RichLog, Static
-from textual.worker import Worker
+from textual.widgets import Static
 
 from kvm_clone_tui.api.events import JobEvent
 from kvm_clone_tui.api.ports import CloneStateSource
 from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.tui.common.job_status import JobStatus
-from kvm_clone_tui.tui.common.job_widget import LOG_LINES, REPAINT_SECONDS, FileRow
+from kvm_clone_tui.tui.common.job_widget import FileRow, JobWidget
 from kvm_clone_tui.tui.common.progress import FileState, log_line
 from kvm_clone_tui.tui.hosts.feeds import SyncSource
 from kvm_clone_tui.tui.sync.session import (
@@ -54,48 +54,24 @@ from kvm_clone_tui.tui.sync.session import (
 Note = tuple[str, str]  # (log step, message)
 
 
-class SyncView(Vertical, can_focus=True):
+@dataclass(frozen=True)
+class RunEnding:
+    """How a run ended: the status, its numbers (None: it did not complete), the log lines
+    saying why not, and whether the engine refused it (nothing was changed)."""
+
+    status: JobStatus
+    run: SyncRun | None
+    notes: list[Note]
+    refused: bool = False
+
+
+class SyncView(JobWidget[RunEnding]):
     """A sync session: the runs so far, the current run's files and the log."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "sync_again", "Sync again"),
         Binding("u", "revert", "Revert last sync"),
     ]
-
-    class Event(Message):
-        """An engine event of the running sync (to the view itself)."""
-
-        bubble = False
-
-        def __init__(self, event: JobEvent) -> None:
-            super().__init__()
-            self.event = event
-
-    class Ended(Message):
-        """The run finished: its numbers, or the log lines saying why not."""
-
-        bubble = False
-
-        def __init__(
-            self,
-            status: JobStatus,
-            run: SyncRun | None,
-            notes: list[Note],
-            *,
-            refused: bool = False,
-        ) -> None:
-            super().__init__()
-            self.status = status
-            self.run = run
-            self.notes = notes
-            self.refused = refused  # nothing was changed
-
-    class Changed(Message):
-        """The session's status changed (bubbles to the app: status line, footer)."""
-
-        def __init__(self, view: SyncView) -> None:
-            super().__init__()
-            self.view = view
 
     class RevertRequested(Message):
         """``u``: the operator asks to revert the clone (the app confirms first)."""
@@ -113,42 +89,32 @@ class SyncView(Vertical, can_focus=True):
         id: str | None = None,
     ) -> None:
         super().__init__(id=id, classes="job sync")
+        self.set_reactive(SyncView.status, JobStatus.DONE)  # no run yet
         self.pair = pair
         self.runner = runner
         self.settings = settings or SyncSettings()
         #: A sync attempt after the last finished run changed the clone (failed or cancelled
         #: after it began): the engine discarded that run's undo logs when it began.
         self.undo_lost = False
-        self.status = JobStatus.DONE
         self.runs: list[SyncRun] = []
         self.files: dict[str, FileState] = {}
         self._rows: dict[str, FileRow] = {}
         self._started: float | None = None  # of the current run's first event
-        self._lines: list[Text] = []
-        self._worker: Worker[None] | None = None
         #: The clone's metadata says ``sync-state=in-progress``: a run was interrupted after it
         #: had started writing, and the next run resumes it. None: not known (being read after
         #: an interrupted run, or it could not be read).
         self.mid_sync: bool | None = False
         self._state_note = ""  # the last sync state logged
 
-    @property
-    def log_widget(self) -> RichLog:
-        """The session's log (every run)."""
-        return self.query_one(RichLog)
-
     def compose(self) -> ComposeResult:
         yield Static(classes="sync-state")
         yield Static(classes="sync-runs")
         yield Vertical(classes="sync-files")
-        log = RichLog(max_lines=LOG_LINES, wrap=True, classes="job-log")
-        log.can_focus = False
-        yield log
+        yield self.compose_log()
 
     def on_mount(self) -> None:
         self.border_title = Content(self.pair.title)
-        self.set_interval(REPAINT_SECONDS, self._tick)
-        self._repaint()
+        self.repaint()
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -160,14 +126,14 @@ class SyncView(Vertical, can_focus=True):
         self._rows.clear()
         self.query_one(".sync-files", Vertical).remove_children()
         self._started = None
-        self._set_status(JobStatus.RUNNING)
+        self.status = JobStatus.RUNNING
         if self.mid_sync is not False:
             self._note(
                 "resume",
                 f"resuming the interrupted sync of {self.pair.target}: every block is compared "
                 "again",
             )
-        self._worker = self._run()
+        self.run_job(self._run(), "sync")
         return True
 
     def action_sync_again(self) -> None:
@@ -203,17 +169,20 @@ class SyncView(Vertical, can_focus=True):
             )
         return None
 
-    @work(group="revert", exclusive=True, exit_on_error=False)
-    async def revert(self) -> None:
-        """Put the clone back as it was before the last sync (``revert_sync``), in a worker."""
+    def revert(self) -> None:
+        """Put the clone back as it was before the last sync (``revert_sync``)."""
         why_not = self.why_not_revertible()
         if why_not is not None:
             self._note("error", f"cannot revert: {why_not}")
-            self._repaint()
+            self.repaint()
             return
         pair, number = self.pair, len(self.runs)
-        self._set_status(JobStatus.REVERTING)
+        self.status = JobStatus.REVERTING
         self._note("rollback", f"reverting {pair.target} on {pair.dest} to before sync {number}")
+        self.run_job(self._revert(number), "revert")
+
+    async def _revert(self, number: int) -> None:
+        pair = self.pair
         try:
             result = await self.runner.revert_sync(pair.dest, pair.target)
         except Exception as exc:
@@ -221,10 +190,10 @@ class SyncView(Vertical, can_focus=True):
             if refused is not None:
                 self._note("error", f"revert refused: {refused}")
                 self.app.notify(f"revert refused: {refused}", severity="error", timeout=10)
-                self._set_status(JobStatus.DONE)  # nothing was changed
+                self.status = JobStatus.DONE  # nothing was changed
             else:
                 self._note("error", f"revert failed: {exc} (u tries again)")
-                self._set_status(JobStatus.FAILED)
+                self.status = JobStatus.FAILED
             return
         self.runs[-1] = dataclasses.replace(self.runs[-1], reverted=True)
         self._note(
@@ -233,18 +202,17 @@ class SyncView(Vertical, can_focus=True):
             f"{format_bytes(result.restored_bytes)} restored in {result.seconds:.1f} s; the "
             "next sync compares block hashes",
         )
-        self._set_status(JobStatus.DONE)
+        self.status = JobStatus.DONE
 
     def cancel(self) -> bool:
         """Stop a running sync (the clone stays marked in-progress until the next run)."""
-        if self.status is not JobStatus.RUNNING or self._worker is None:
+        if self.status is not JobStatus.RUNNING or not self.has_job:
             return False
-        self._set_status(JobStatus.STOPPING)
+        self.status = JobStatus.STOPPING
         self._note("info", "cancel requested: stopping the sync")
-        self._worker.cancel()
+        self.cancel_job()
         return True
 
-    @work(group="sync", exit_on_error=False)
     async def _run(self) -> None:
         pair, runner = self.pair, self.runner
         started = time.time()
@@ -254,10 +222,10 @@ class SyncView(Vertical, can_focus=True):
                 target_name=pair.target, mode=settings.mode, checkpoint=settings.checkpoint
             )
             result = await runner.sync_vm(
-                pair.source, pair.dest, pair.vm, options, on_event=self._on_event
+                pair.source, pair.dest, pair.vm, options, on_event=self.report
             )
         except asyncio.CancelledError:
-            self.post_message(self.Ended(JobStatus.CANCELLED, None, []))
+            self.end(RunEnding(JobStatus.CANCELLED, None, []))
             raise
         except Exception as exc:
             conflicts = refusal(exc)
@@ -265,14 +233,10 @@ class SyncView(Vertical, can_focus=True):
                 notes = [("error", f"refused: {c}") for c in conflicts]
             else:
                 notes = [("error", f"failed: {exc}")]
-            ended = self.Ended(JobStatus.FAILED, None, notes, refused=conflicts is not None)
-            self.post_message(ended)
+            self.end(RunEnding(JobStatus.FAILED, None, notes, refused=conflicts is not None))
         else:
             run = SyncRun.from_result(started, result)
-            self.post_message(self.Ended(JobStatus.DONE, run, []))
-
-    def _on_event(self, event: JobEvent) -> None:
-        self.post_message(self.Event(event))
+            self.end(RunEnding(JobStatus.DONE, run, []))
 
     # -- what it shows ---------------------------------------------------------------------------
 
@@ -301,11 +265,10 @@ class SyncView(Vertical, can_focus=True):
         if note != self._state_note:
             self._state_note = note
             self._note("warning" if mid_sync is not False else "info", note)
-        self._repaint()
+        self.repaint()
 
-    @on(Event)
-    def _event(self, message: Event) -> None:
-        event = message.event
+    def job_event(self, event: JobEvent) -> None:
+        """An engine event of the running sync: its files' progress, a log line."""
         if self._started is None:
             self._started = event.time
         if not self.status.active and self.mid_sync is not False:
@@ -320,50 +283,35 @@ class SyncView(Vertical, can_focus=True):
                 self.query_one(".sync-files", Vertical).mount(row)
             state.update(disk)
         if event.step != "copy" or event.message:
-            self._lines.append(log_line(event, self._started))
+            self.write_log(log_line(event, self._started))
 
-    @on(Ended)
-    def _ended(self, message: Ended) -> None:
-        if message.run is not None:
-            self.runs.append(message.run)
-            self._note("done", message.run.note())
+    def job_ended(self, outcome: RunEnding) -> None:
+        """A run ended: its numbers in the runs table, or why not in the log."""
+        if outcome.run is not None:
+            self.runs.append(outcome.run)
+            self._note("done", outcome.run.note())
             self.mid_sync = False
             self.undo_lost = False
-        elif not message.refused:
+        elif not outcome.refused:
             self.undo_lost = True
-        for step, text in message.notes:
+        for step, text in outcome.notes:
             self._note(step, text)
-        if message.status is JobStatus.CANCELLED:
+        if outcome.status is JobStatus.CANCELLED:
             self._note("warning", "cancelled")
-        interrupted = message.run is None and not message.refused
+        interrupted = outcome.run is None and not outcome.refused
         if interrupted:
             self.mid_sync, self._state_note = None, ""  # read below
-        self._set_status(message.status)
+        self.status = outcome.status
         if interrupted:
             self._read_sync_state()
 
     def _note(self, step: str, text: str) -> None:
         at = time.time()
         started = self._started if self._started is not None else at
-        self._lines.append(log_line(JobEvent("", step, text, time=at), started))
+        self.write_log(log_line(JobEvent("", step, text, time=at), started))
 
-    def _set_status(self, status: JobStatus) -> None:
-        self.status = status
-        for each in (
-            JobStatus.RUNNING,
-            JobStatus.DONE,
-            JobStatus.FAILED,
-            JobStatus.CANCELLED,
-            JobStatus.REVERTING,
-        ):
-            self.set_class(each is status, f"-{each.name.lower()}")
-        self._repaint()
-        self.post_message(self.Changed(self))
-
-    def _tick(self) -> None:
-        self._repaint()
-
-    def _repaint(self) -> None:
+    def repaint(self) -> None:
+        """The files, the mid-sync warning, the runs table, the border's summary."""
         for row in self._rows.values():
             if row.is_mounted:
                 row.repaint()
@@ -373,13 +321,7 @@ class SyncView(Vertical, can_focus=True):
             state.update(self.mid_sync_text())
         runs = self.query_one(".sync-runs", Static)
         runs.update(runs_table(self.runs) if self.runs else Content("no finished run yet"))
-        if self._lines:
-            log = self.log_widget
-            width = log.scrollable_content_region.width
-            if width > 0:
-                lines, self._lines = self._lines, []
-                for line in lines:
-                    log.write(line, width=width)
+        self.flush_log()
         count = f"{len(self.runs)} run(s) · {self.settings.describe()}"
         status = Text(self.status.label, style=self.status.style)
         parts: list[str | Text] = [count, " · ", status]
