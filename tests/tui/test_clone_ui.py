@@ -224,3 +224,22 @@ async def test_a_kept_job_resumes_with_r() -> None:
         assert not app.check_action("resume_job", ())
         await pilot.press("r")  # done: nothing to resume, says so
         assert source.resumed == [old_job]
+
+
+async def test_a_job_outlives_its_view() -> None:
+    """The app's job manager runs the job, not the view: removing the view (Textual cancels
+    a widget's own workers then) neither stops the copy nor rolls it back."""
+    source = lab_like_clone_source()
+    app = new_app(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        plan = await source.plan_clone("alpha", "beta", "db01", CloneOptions(new_name="a"))
+        (view,) = await app.clones.start([plan])
+        await wait_until(pilot, lambda: view.state.done_bytes > 0, "progress")
+        worker = app.job_manager.worker(view)
+        assert worker is not None and worker.node is app
+        await view.remove()
+        await pilot.pause(0.2)
+        assert not worker.is_finished and source.rolled_back == []
+        worker.cancel()  # what x does: the engine rolls back
+        await wait_until(pilot, lambda: worker.is_finished, "the cancelled job")

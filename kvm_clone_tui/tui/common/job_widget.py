@@ -129,7 +129,7 @@ class JobWidget(Vertical, Generic[OutcomeT], can_focus=True):
     @property
     def has_job(self) -> bool:
         """True once the widget ran work (finished or not)."""
-        return JobManager.of(self.app).has(self)
+        return JobManager.of(self.app).worker(self) is not None
 
     def cancel_job(self) -> bool:
         """Cancel the latest work; False when the widget never ran any."""
