@@ -337,7 +337,9 @@ _HEADER = f"""\
 #
 # Environment variables override this file: KVM_CLONE_<SECTION>_<KEY> for the ssh, clone and sync
 # settings (KVM_CLONE_SSH_HOST_KEY_POLICY=accept-new, KVM_CLONE_CLONE_PARALLEL=4,
-# KVM_CLONE_SYNC_MODE=hash) and {DEFAULT_HOSTS_ENV}=alpha,beta.
+# KVM_CLONE_SYNC_MODE=hash, KVM_CLONE_SSH_USER=ops, KVM_CLONE_SSH_KEY_PATH=~/.ssh/id_ops) and
+# {DEFAULT_HOSTS_ENV}=alpha,beta. Logs: KVM_CLONE_LOG_FORMAT=json (one JSON object per event) and
+# KVM_CLONE_LOG_FILE=PATH, or --log-format and --log-file on any command.
 """
 
 _SECTION_HELP = {

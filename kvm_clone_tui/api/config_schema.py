@@ -37,6 +37,14 @@ CompressMode = Literal["auto", "on", "off"]
 TransferMode = Literal["auto", "direct", "relay"]
 SyncMode = Literal["auto", "bitmap", "hash"]
 HOST_KEY_POLICIES: tuple[str, ...] = get_args(HostKeyPolicy)
+#: Other accepted names: the original kvm-clone's ``auto_add`` (recorded keys for unknown hosts).
+HOST_KEY_POLICY_ALIASES = {
+    "auto_add": (
+        "accept-new",
+        "ssh.host_key_policy auto_add (the original kvm-clone's name) means accept-new: keys of "
+        "new hosts are recorded, changed keys are still refused",
+    )
+}
 COMPRESS_MODES: tuple[str, ...] = get_args(CompressMode)
 TRANSFER_MODES: tuple[str, ...] = get_args(TransferMode)
 SYNC_MODES: tuple[str, ...] = get_args(SyncMode)
@@ -150,9 +158,26 @@ class SSHConfig:
     host_key_policy: HostKeyPolicy = field(
         default="strict",
         metadata=meta(
-            v.choice(*HOST_KEY_POLICIES),
+            v.choice(*HOST_KEY_POLICIES, aliases=HOST_KEY_POLICY_ALIASES),
             "strict: refuse unknown host keys; accept-new: record a new host's key, refuse "
-            "changed ones",
+            "changed ones (auto_add, the original kvm-clone's name, means accept-new)",
+        ),
+    )
+    user: str | None = field(
+        default=None,
+        metadata=meta(
+            v.checked(validate_user_name),
+            "SSH user for hosts whose entry and ssh config name none (default: the current "
+            "user); the order is: user@host or hosts.NAME.user, ssh config User, this",
+            nullable=True,
+        ),
+    )
+    key_path: str = field(
+        default="",
+        metadata=meta(
+            v.local_path(empty_allowed=True),
+            "an identity file to offer after the ssh config's IdentityFile ones (with it, "
+            'OpenSSH\'s default ~/.ssh/id_* files are not tried, as with ssh -i); "" for none',
         ),
     )
     connect_timeout: float = field(

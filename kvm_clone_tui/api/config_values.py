@@ -9,9 +9,10 @@ naming the setting.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import Field, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,8 @@ from kvm_clone_tui.api.validation import (
     validate_host_name,
     validate_remote_path,
 )
+
+log = logging.getLogger("kvm_clone_tui.config")
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
@@ -80,13 +83,25 @@ def checked(check: Callable[[str], object]) -> Converter:
     return checked
 
 
-def choice(*choices: str) -> Converter:
+def choice(*choices: str, aliases: Mapping[str, tuple[str, str]] | None = None) -> Converter:
+    """One of ``choices``; ``aliases`` maps other accepted names to (choice, notice)."""
+    known = dict(aliases or {})
+
     def choice(value: object) -> str:
         if isinstance(value, str) and value in choices:
             return value
+        if isinstance(value, str) and value in known:
+            chosen, notice = known[value]
+            if value not in _NOTICED:  # once per process, however often the file is read
+                _NOTICED.add(value)
+                log.warning("%s", notice)
+            return chosen
         raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
 
     return choice
+
+
+_NOTICED: set[str] = set()
 
 
 def boolean(value: object) -> bool:

@@ -25,6 +25,7 @@ from kvm_clone_tui.cli.exit_codes import (
     EXIT_USAGE,
 )
 from kvm_clone_tui.cli.job_output import report_failure, run_with_progress
+from kvm_clone_tui.cli.logs import job_logger
 from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = """\
@@ -106,8 +107,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument(
         "--compress",
+        nargs="?",
+        const="on",
         choices=("auto", "on", "off"),
-        help="zstd in transit; auto: only when data leaves this machine",
+        help="zstd in transit; auto: only when data leaves this machine; --compress alone "
+        "means on (put it after VM, or write --compress=on)",
     )
     p.add_argument(
         "--transfer",
@@ -116,7 +120,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "relay: through this machine; auto: direct when possible",
     )
     p.add_argument("--parallel", type=int, metavar="N", help="disks copied at once")
-    p.add_argument(
+    verify = p.add_mutually_exclusive_group()
+    verify.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file on both ends and compare (always on unless --no-verify; "
+        "accepted for scripts written for the original kvm-clone)",
+    )
+    verify.add_argument(
         "--no-verify",
         action="store_true",
         help="skip hashing (faster on slow CPUs; a broken stream goes unnoticed)",
@@ -167,7 +178,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "transfer": args.transfer,
         "parallel": args.parallel,
         "no_progress_timeout": args.timeout,
-        "verify": False if args.no_verify else None,
+        "verify": False if args.no_verify else (True if args.verify else None),
         "checkpoint": False if args.no_checkpoint else None,
     }
     if args.bandwidth_limit:
@@ -202,8 +213,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvm-clone clone: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        job_log = job_logger(
+            "clone", host=args.dest, source=args.source, dest=args.dest, vm=args.vm
+        )
         outcome = run_with_progress(
-            lambda progress: _run(args, options, progress), args.output, console
+            lambda on_event: _run(args, options, on_event), args.output, console, job_log
         )
     except KeyboardInterrupt:
         kept = "staged files kept: run it again to resume" if args.idempotent else "rolled back"
@@ -244,7 +258,7 @@ def _report_plan(args: argparse.Namespace, plan: ClonePlan, console: Console, re
     else:
         console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
     if refused:
-        print("kvm-clone clone: refused: " + "; ".join(c.message for c in plan.conflicts), file=sys.stderr)
+        print("kvm-clone clone: refused: " + "; ".join(map(str, plan.conflicts)), file=sys.stderr)
         return EXIT_REFUSED
     return EXIT_OK
 

@@ -96,7 +96,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     show = sub.add_parser(
         "show",
-        help="print every value in effect (file + environment + defaults)",
+        aliases=["list"],
+        help="print every value in effect (file + environment + defaults); also: list",
         description="Print the configuration in effect; environment overrides are noted on stderr.",
     )
     show.add_argument("--output", "-o", choices=("yaml", "json"), default="yaml")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -18,8 +18,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from kvm_clone_tui.api.events import JobEvent
+from kvm_clone_tui.api.events import EventCallback, JobEvent
 from kvm_clone_tui.cli.documents import failure_document
+from kvm_clone_tui.cli.logs import both
 from kvm_clone_tui.cli.output import dump
 
 T = TypeVar("T")
@@ -66,14 +67,19 @@ class TextProgress:
 
 
 def run_with_progress(
-    work: Callable[[TextProgress | None], Awaitable[T]], output: str, console: Console
+    work: Callable[[EventCallback | None], Coroutine[Any, Any, T]],
+    output: str,
+    console: Console,
+    job_log: EventCallback | None = None,
 ) -> T:
-    """Run ``work`` in asyncio, with progress bars on the console when ``output`` is text."""
+    """Run ``work(on_event)`` in asyncio: progress bars on the console when ``output`` is text,
+    and every event into the log (``job_log``, from :func:`kvm_clone_tui.cli.logs.job_logger`).
+    """
     if output != "text":
-        return asyncio.run(work(None))  # type: ignore[arg-type]
+        return asyncio.run(work(job_log))
     text = TextProgress(console)
     with text.progress:
-        return asyncio.run(work(text))  # type: ignore[arg-type]
+        return asyncio.run(work(both(text, job_log)))
 
 
 def report_failure(command: str, exc: Exception, output: str) -> None:

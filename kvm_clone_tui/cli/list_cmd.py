@@ -13,6 +13,7 @@ from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.api.validation import ValidationError, parse_host_spec
 from kvm_clone_tui.cli.documents import listing_document
 from kvm_clone_tui.cli.exit_codes import EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE
+from kvm_clone_tui.cli.logs import log
 from kvm_clone_tui.cli.output import dump, table
 
 DESCRIPTION = """\
@@ -57,9 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--output",
         "-o",
+        "--format",
+        dest="output",
         choices=("table", "json", "yaml"),
         default="table",
-        help="table for people, json/yaml for scripts (default: table)",
+        help="table for people, json/yaml for scripts (default: table); --format is the "
+        "same option under the original kvm-clone's name",
     )
     parser.set_defaults(run=run)
 
@@ -150,4 +154,8 @@ def run(args: argparse.Namespace) -> int:
     for listing in listings:
         if listing.error is not None:
             print(f"kvm-clone list: {listing.error}", file=sys.stderr)
+            log.error("%s", listing.error, extra={"command": "list", "host": listing.host})
+        elif listing.inventory is not None:
+            count = len(listing.inventory.vms)
+            log.info("%d VMs", count, extra={"command": "list", "host": listing.host})
     return EXIT_OK if all(lst.inventory is not None for lst in listings) else EXIT_HOST_FAILED

@@ -12,6 +12,7 @@ from rich.console import Console
 from kvm_clone_tui.api.client import KVMCloneClient, unfinished_jobs
 from kvm_clone_tui.api.config import ConfigError, load_config
 from kvm_clone_tui.api.errors import CloneRefused, KVMCloneError, ResumeError
+from kvm_clone_tui.api.events import EventCallback
 from kvm_clone_tui.api.results import CloneResult
 from kvm_clone_tui.cli.documents import (
     clone_result_data,
@@ -26,7 +27,8 @@ from kvm_clone_tui.cli.exit_codes import (
     EXIT_REFUSED,
     EXIT_USAGE,
 )
-from kvm_clone_tui.cli.job_output import TextProgress, report_failure, run_with_progress
+from kvm_clone_tui.cli.job_output import report_failure, run_with_progress
+from kvm_clone_tui.cli.logs import job_logger
 from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = """\
@@ -96,13 +98,13 @@ def _list(output: str) -> int:
 
 
 async def _resume(
-    job_ids: list[str], progress: TextProgress | None
+    job_ids: list[str], on_event: EventCallback | None
 ) -> list[tuple[str, CloneResult | Exception]]:
     outcomes: list[tuple[str, CloneResult | Exception]] = []
     async with KVMCloneClient(load_config()) as client:
         for job_id in job_ids:
             try:
-                outcomes.append((job_id, await client.resume_job(job_id, on_event=progress)))
+                outcomes.append((job_id, await client.resume_job(job_id, on_event=on_event)))
             except ResumeError:
                 if len(job_ids) == 1:
                     raise
@@ -125,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     console = Console(stderr=args.output == "json")
     try:
-        outcomes = run_with_progress(lambda p: _resume(job_ids, p), args.output, console)
+        job_log = job_logger("resume")
+        outcomes = run_with_progress(
+            lambda on_event: _resume(job_ids, on_event), args.output, console, job_log
+        )
     except KeyboardInterrupt:
         print(
             "kvm-clone resume: interrupted: staged files kept for the next resume", file=sys.stderr

@@ -11,6 +11,7 @@ from rich.console import Console
 from kvm_clone_tui.api.client import KVMCloneClient
 from kvm_clone_tui.api.config import ConfigError, load_config, parse_bandwidth
 from kvm_clone_tui.api.errors import KVMCloneError, SyncRefused
+from kvm_clone_tui.api.events import EventCallback
 from kvm_clone_tui.api.options import SyncOptions
 from kvm_clone_tui.api.plans import SyncPlan
 from kvm_clone_tui.api.results import SyncResult
@@ -24,7 +25,8 @@ from kvm_clone_tui.cli.exit_codes import (
     EXIT_REFUSED,
     EXIT_USAGE,
 )
-from kvm_clone_tui.cli.job_output import TextProgress, report_failure, run_with_progress
+from kvm_clone_tui.cli.job_output import report_failure, run_with_progress
+from kvm_clone_tui.cli.logs import job_logger
 from kvm_clone_tui.cli.output import dump
 
 DESCRIPTION = """\
@@ -102,13 +104,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 async def _run(
-    args: argparse.Namespace, overrides: dict[str, Any], progress: TextProgress | None
+    args: argparse.Namespace, overrides: dict[str, Any], on_event: EventCallback | None
 ) -> SyncPlan | SyncResult:
     async with KVMCloneClient(load_config()) as client:
         options = client.sync_options(**overrides)
         if args.dry_run:
             return await client.plan_sync(args.source, args.dest, args.vm, options)
-        return await client.sync_vm(args.source, args.dest, args.vm, options, on_event=progress)
+        return await client.sync_vm(args.source, args.dest, args.vm, options, on_event=on_event)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvm-clone sync: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        job_log = job_logger("sync", host=args.dest, source=args.source, dest=args.dest, vm=args.vm)
         outcome = run_with_progress(
-            lambda progress: _run(args, overrides, progress), args.output, console
+            lambda on_event: _run(args, overrides, on_event), args.output, console, job_log
         )
     except KeyboardInterrupt:
         if args.checkpoint:
@@ -170,7 +173,7 @@ def _report_plan(args: argparse.Namespace, plan: SyncPlan, console: Console) -> 
     else:
         console.print(plan.describe(), highlight=False, markup=False, soft_wrap=True)
     if not plan.ok:
-        print("kvm-clone sync: refused: " + "; ".join(c.message for c in plan.conflicts), file=sys.stderr)
+        print("kvm-clone sync: refused: " + "; ".join(map(str, plan.conflicts)), file=sys.stderr)
         return EXIT_REFUSED
     return EXIT_OK
 

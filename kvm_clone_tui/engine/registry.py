@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import replace
+from pathlib import Path
 
 from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.api.errors import LibvirtError
@@ -32,6 +33,8 @@ def ssh_settings(config: Config) -> SSHSettings:
         keepalive_interval=float(ssh.keepalive_interval),
         retry_delays=ssh.retry_delays,
         agent_forwarding=ssh.agent_forwarding,
+        client_keys=(Path(ssh.key_path).expanduser(),) if ssh.key_path else (),
+        default_user=ssh.user,
     )
 
 

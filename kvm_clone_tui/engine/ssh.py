@@ -73,6 +73,7 @@ class SSHSettings:
     retry_delays: tuple[float, ...] = RETRY_DELAYS
     agent_forwarding: bool = True
     client_keys: tuple[Path, ...] = ()  # extra identity files, tried after the ssh config's
+    default_user: str | None = None  # when neither the host spec nor the ssh config names one
 
 
 class _VerifyingClient(asyncssh.SSHClient):
@@ -144,8 +145,11 @@ async def _options(spec: HostSpec, settings: SSHSettings) -> asyncssh.SSHClientC
     }
     if spec.user:
         kwargs["username"] = spec.user
-    if settings.client_keys:
-        kwargs["client_keys"] = [str(p) for p in settings.client_keys]
+    elif settings.default_user and base.config.get("User") is None:
+        kwargs["username"] = settings.default_user  # ssh config > environment > current user
+    if settings.client_keys:  # after the ssh config's own, as `ssh -i` adds to them
+        from_config = [str(p) for p in base.config.get("IdentityFile", ())]
+        kwargs["client_keys"] = [*from_config, *(str(p) for p in settings.client_keys)]
     options: asyncssh.SSHClientConnectionOptions = (
         await asyncssh.SSHClientConnectionOptions.construct(
             base,
