@@ -373,7 +373,8 @@ class KVMCloneApp(App[None]):
         focused = self.main_screen.focused
         if isinstance(focused, JobWidget):
             return focused
-        actionable = [v for v in self.main_screen.query(JobWidget) if v.actionable]
+        jobs = self.main_screen.query(JobWidget)  # type: ignore[type-abstract]
+        actionable = [v for v in jobs if v.actionable]
         return actionable[0] if len(actionable) == 1 else None
 
     def action_cancel_job(self) -> None:

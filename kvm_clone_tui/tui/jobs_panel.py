@@ -78,7 +78,7 @@ class JobsPanel(Vertical):
         return [v for v in self._all() if v.status.active]
 
     def _all(self) -> list[JobWidget[Any]]:
-        return list(self.query(JobWidget))
+        return list(self.query(JobWidget))  # type: ignore[type-abstract]
 
     async def start(self, plan: ClonePlan, runner: CloneSource) -> JobView:
         """Add a job for ``plan`` and start it."""

@@ -9,6 +9,7 @@ the rest is repainted every :data:`REPAINT_SECONDS`.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar, cast
 
@@ -95,26 +96,26 @@ class JobWidget(Vertical, Generic[OutcomeT], can_focus=True):
 
     # -- what a job says -------------------------------------------------------------------------
 
+    @abstractmethod
     def job_event(self, event: JobEvent) -> None:
         """Take an engine event of the running work."""
-        raise NotImplementedError
 
+    @abstractmethod
     def job_ended(self, outcome: OutcomeT) -> None:
         """Take what the work reported when it ended."""
-        raise NotImplementedError
 
+    @abstractmethod
     def repaint(self) -> None:
         """Show the job's latest state."""
-        raise NotImplementedError
 
     @property
     def actionable(self) -> bool:
         """True when ``x`` can act on the job (a running one: cancel it)."""
         return self.status is JobStatus.RUNNING
 
+    @abstractmethod
     def cancel(self) -> bool:
         """Cancel the running work (after the operator confirmed); False when not running."""
-        raise NotImplementedError
 
     def needs_repaint(self) -> bool:
         """True when the next tick must repaint."""

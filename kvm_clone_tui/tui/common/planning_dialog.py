@@ -9,6 +9,7 @@ for the form as it is; the dialog is :attr:`PlanningDialog.ready` when that plan
 from __future__ import annotations
 
 import asyncio
+from abc import abstractmethod
 from typing import ClassVar, Generic, TypeVar
 
 from textual import on, work
@@ -42,34 +43,34 @@ class PlanningDialog(ModalScreen[ResultT], Generic[FormT, PlannedT, ResultT]):
 
     # -- what a dialog says ----------------------------------------------------------------------
 
+    @abstractmethod
     def read_form(self) -> FormT:
         """The fields as they are now."""
-        raise NotImplementedError
 
+    @abstractmethod
     def form_problem(self, form: FormT) -> str | None:
         """Why ``form`` cannot be planned as it is (None: it can)."""
-        raise NotImplementedError
 
     def can_plan(self) -> bool:
         """False when this dialog has nothing to plan with (it then says so itself)."""
         return True
 
+    @abstractmethod
     async def make_plan(self, form: FormT) -> PlannedT:
         """The plan of ``form`` (failures to plan are returned, never raised)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def show_plan(self, form: FormT, planned: PlannedT) -> None:
         """Keep and show the plan of ``form`` (the form as it is)."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def has_plan(self) -> bool:
         """True when a plan (or why there is none) is kept."""
-        raise NotImplementedError
 
+    @abstractmethod
     def plan_ok(self) -> bool:
         """True when the kept plan says yes."""
-        raise NotImplementedError
 
     def form_changed(self) -> None:
         """The form changed (before it is planned again)."""
