@@ -224,7 +224,7 @@ class KVMCloneClient:
         self, source: str, dest: str, vm: str, options: SyncOptions | None = None
     ) -> SyncPlan:
         """Check a sync of an earlier clone and say what it would compare (``--dry-run``)."""
-        from kvm_clone_tui.engine.sync import build_sync_plan
+        from kvm_clone_tui.engine.sync_plan import build_sync_plan
 
         return await build_sync_plan(self.hosts, source, dest, vm, options or self.sync_options())
 

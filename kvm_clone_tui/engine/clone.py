@@ -147,7 +147,7 @@ async def run_clone(
             0.0,
             False,
             True,
-            plan.warnings,
+            tuple(w.message for w in plan.warnings),
         )
     journal = _journal_for(plan)
     events = _Events(plan.job_id, on_event, None)  # no journal file until the hosts answer
@@ -162,7 +162,7 @@ async def run_clone(
     dst_agent = RemoteAgent(dst)
     try:
         for warning in plan.warnings:
-            events.step("warning", warning)
+            events.step("warning", warning.message)
         if adopt is not None:
             await adopt_staged(hosts, dst, journal, adopt, plan.total_bytes, events.step)
         await _stage_tpm(src, dst, plan, journal, events)
@@ -222,7 +222,7 @@ async def run_clone(
         bytes_copied=sum(r.bytes_written for r in results),
         seconds=time.monotonic() - started_at,
         started=started,
-        warnings=plan.warnings,
+        warnings=tuple(w.message for w in plan.warnings),
         consistency=events.consistency,
         resumed_from=journal.record.adopted_from,
         bytes_reused=sum(f.reused for f in journal.record.files),

@@ -3,8 +3,9 @@
 The decision (:func:`decide`) is pure: it reads the VM's ``<cpu>`` and what libvirt says on
 each host (host CPU from the capabilities, the hypervisor's CPU modes and models from the
 domain capabilities of the VM's domain type, arch and machine, and ``compareHypervisorCPU``
-for a named model), so it is unit-tested with real libvirt documents. :func:`check_cpu` asks
-both hosts' libvirt (in the libvirt thread pool) and decides.
+for a named model), so it is unit-tested with real libvirt documents. :func:`read_view` is what
+each host's libvirt says (``Host.cpu_view``, in the libvirt thread pool); the clone's facts
+hold both views and its rules decide (``plan_facts.py``, ``plan_rules.py``).
 
 The domain type matters: under ``kvm`` a named model needs the host CPU's features, under
 ``qemu`` (TCG) it needs what QEMU can emulate; ``host-passthrough`` exists only under KVM.
@@ -23,14 +24,11 @@ The domain type matters: under ``kvm`` a named model needs the host CPU's featur
 
 from __future__ import annotations
 
-import asyncio
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import libvirt
-
-from kvm_clone_tui.engine.host_port import Host
 
 # Errors that mean libvirtd is gone: left to LibvirtConnection.call, which reconnects.
 _LOST = frozenset(
@@ -357,13 +355,3 @@ def read_view(conn: libvirt.virConnect, host_name: str, guest: GuestCpu) -> Host
                 raise
             comparison = comparison_from_error(_message(exc))
     return HostView(host_name, caps, hypervisor_cpu(domcaps), comparison=comparison)
-
-
-async def check_cpu(src: Host, dst: Host, source_xml: str, vm: str) -> CpuVerdict:
-    """Ask both hosts' libvirt and decide whether the VM's CPU can run on ``dst``."""
-    guest = guest_cpu(source_xml)
-    source, dest = await asyncio.gather(
-        src.cpu_view(guest),
-        dst.cpu_view(guest),
-    )
-    return decide(guest, vm, source, dest)

@@ -28,31 +28,22 @@ import asyncio
 import json
 import posixpath
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 from kvm_clone_tui.agent.protocol import AgentFailure
 from kvm_clone_tui.api.errors import HostError, KVMCloneError, SyncRefused
-from kvm_clone_tui.api.models import VM, DiskDevice, VMState
-from kvm_clone_tui.api.options import SyncOptions
-from kvm_clone_tui.api.plans import FilePair, SyncPlan, bitmap_disks
+from kvm_clone_tui.api.plans import FilePair, SyncPlan
 from kvm_clone_tui.api.results import FileSync, SyncResult, TransferResult
 from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.engine import checkpoints, nbd_export, sync_undo
 from kvm_clone_tui.engine.block_index import Hashes, file_hashes
 from kvm_clone_tui.engine.clone_metadata import replace_clone_metadata, set_clone_metadata
 from kvm_clone_tui.engine.domain_rewrite import (
-    DiskMapping,
-    RewriteError,
-    RewriteOptions,
     read_clone_metadata,
-    rewrite_domain,
 )
 from kvm_clone_tui.engine.host_port import Hosts
-from kvm_clone_tui.engine.journal import new_job_id
 from kvm_clone_tui.engine.live_source import backup_begin, backup_end
-from kvm_clone_tui.engine.plan import choose_route
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from kvm_clone_tui.engine.remote_agent import RemoteAgent, shared_digest
 from kvm_clone_tui.engine.transfer import (
@@ -63,193 +54,6 @@ from kvm_clone_tui.engine.transfer import (
 )
 
 EventCallback = Callable[[JobEvent], None]
-
-
-def _pairs(vm: VM, target: VM, conflicts: list[str]) -> list[FilePair]:
-    pairs: list[FilePair] = []
-    theirs = {d.target: d for d in target.disks if d.device is DiskDevice.DISK}
-    for disk in (d for d in vm.disks if d.device is DiskDevice.DISK):
-        other = theirs.get(disk.target)
-        if disk.path is None or disk.source_type != "file":
-            conflicts.append(f"disk {disk.target} is not a file: it cannot be synced")
-            continue
-        if other is None or other.path is None:
-            conflicts.append(f"the clone has no disk {disk.target}: re-clone it")
-            continue
-        pairs.append(FilePair(disk.target, disk.path, other.path))
-        mine_chain, their_chain = disk.backing_chain, other.backing_chain
-        if len(mine_chain) != len(their_chain):
-            conflicts.append(f"disk {disk.target}: the backing chains differ in length: re-clone")
-            continue
-        for i, (a, b) in enumerate(zip(mine_chain, their_chain, strict=True), start=1):
-            pairs.append(FilePair(f"{disk.target}.backing{i}", a.path, b.path))
-    if vm.nvram and target.nvram:
-        pairs.append(FilePair("nvram", vm.nvram, target.nvram))
-    return pairs
-
-
-async def build_sync_plan(
-    hosts: Hosts, source: str, dest: str, vm_name: str, options: SyncOptions
-) -> SyncPlan:
-    """Check that ``dest`` holds a clone of ``vm_name`` that can be brought up to date."""
-    target_name = options.target_name or vm_name
-    src_inv, dst_inv = await asyncio.gather(hosts.inventory(source), hosts.inventory(dest))
-    vm = src_inv.vm(vm_name)
-    if vm is None:
-        raise HostError(source, f"no VM named {vm_name!r} (kvm-clone list {source})")
-    target = dst_inv.vm(target_name)
-    if target is None:
-        raise HostError(
-            dest,
-            f"no VM named {target_name!r}: clone it first "
-            f"(kvm-clone clone {source} {dest} {vm_name})",
-        )
-    conflicts: list[str] = []
-    warnings: list[str] = []
-    dest_xml_now = await (await hosts.host(dest)).domain_xml(target_name, inactive=True)
-    meta = read_clone_metadata(dest_xml_now)
-    if meta.get("source-uuid") != vm.uuid or meta.get("source-host") != source:
-        conflicts.append(
-            f"{target_name} on {dest} is not a clone of {vm_name} on {source} "
-            "(its kvmclone metadata names another source)"
-        )
-    if target.state is not VMState.SHUT_OFF:
-        conflicts.append(f"{target_name} on {dest} is {target.state.value}: shut it down first")
-    running = vm.state is not VMState.SHUT_OFF
-    if meta.get("sync-state") == "in-progress":
-        warnings.append("the last sync was interrupted: this one resumes and completes it")
-    pairs = _pairs(vm, target, conflicts)
-    disks, not_eligible = bitmap_disks(vm)
-    base = meta.get("checkpoint")
-    unavailable = not_eligible
-    if unavailable is None and options.mode != "hash" and not conflicts:
-        unavailable = await _bitmap_unavailable(hosts, source, dest, vm, target, meta, pairs)
-    mode, mode_reason = "hash", "requested"
-    if options.mode not in ("auto", "bitmap", "hash"):
-        conflicts.append(f"unknown sync mode {options.mode!r}: use auto, bitmap or hash")
-    elif options.mode != "hash" and unavailable is None:
-        mode, mode_reason = "bitmap", f"checkpoint {base} is valid and {target_name} is unchanged"
-    elif options.mode == "bitmap":
-        conflicts.append(f"bitmap mode is impossible: {unavailable} (--mode auto uses hash mode)")
-    elif options.mode == "auto":
-        mode_reason = f"bitmap mode is impossible: {unavailable}"
-    if running and mode != "bitmap":
-        conflicts.append(
-            f"{vm_name} is {vm.state.value} and {mode_reason or 'hash mode was asked for'}: "
-            "hash mode reads the disk files, so shut it down first (or clone it afresh, live)"
-        )
-    route, route_reason, direct = await choose_route(
-        hosts,
-        options.transfer,
-        await hosts.host(source),
-        await hosts.host(dest),
-        conflicts,
-    )
-    dest_xml = ""
-    if not conflicts:
-        try:
-            dest_xml = _synced_definition(
-                await (await hosts.host(source)).domain_xml(vm_name, inactive=True),
-                dest_xml_now,
-                target,
-                pairs,
-                {**meta, "sync-state": "synced"},
-            )
-        except RewriteError as exc:
-            conflicts.append(f"the source's definition cannot be synced: {exc}")
-    job_id = new_job_id()
-    return SyncPlan(
-        job_id=job_id,
-        source_host=source,
-        dest_host=dest,
-        vm=vm,
-        target=target_name,
-        target_uuid=target.uuid,
-        pairs=tuple(pairs),
-        mode=mode,
-        mode_reason=mode_reason,
-        dest_xml=dest_xml,
-        conflicts=tuple(conflicts),
-        warnings=tuple(warnings),
-        options=options,
-        source_running=running,
-        base_checkpoint=base if mode == "bitmap" else None,
-        new_checkpoint=checkpoints.checkpoint_name(job_id) if disks else None,
-        bitmap_disks=tuple(disks),
-        all_targets=tuple(d.target for d in vm.disks),
-        virtual_sizes=tuple((d.target, d.virtual_size or 0) for d in vm.disks),
-        dest_formats=tuple((d.target, d.format or "raw") for d in target.disks),
-        route=route,
-        route_reason=route_reason,
-        direct=direct,
-    )
-
-
-async def _bitmap_unavailable(
-    hosts: Hosts,
-    source: str,
-    dest: str,
-    vm: VM,
-    target: VM,
-    meta: dict[str, str],
-    pairs: Sequence[FilePair],
-) -> str | None:
-    """Why the changes cannot be taken from the source's dirty bitmaps (None: they can)."""
-    base = meta.get("checkpoint")
-    if meta.get("sync-state") == "reverted":
-        return f"{target.name} was reverted to before its last sync"
-    if not base:
-        return "the last clone or sync left no checkpoint on the source"
-    theirs = {d.target: d for d in target.disks}
-    for disk in (d for d in vm.disks if d.device is DiskDevice.DISK):
-        other = theirs.get(disk.target)
-        if other is None or other.virtual_size != disk.virtual_size:
-            return f"disk {disk.target} was resized on the source"
-        if other.format not in ("qcow2", "raw"):
-            return f"the clone's disk {disk.target} is {other.format}"
-    src, dst = await hosts.host(source), await hosts.host(dest)
-    stamp = await sync_undo.disk_stamp(RemoteAgent(dst), [p.dest_path for p in pairs])
-    resuming = meta.get("sync-state") == "in-progress" and meta.get("sync-mode") == "bitmap"
-    if stamp != meta.get("dest-stamp") and not resuming:
-        return f"{target.name}'s disks changed since the last sync (was it started?)"
-    disks, _ = bitmap_disks(vm)
-    running = vm.state is not VMState.SHUT_OFF
-    return await checkpoints.invalid_reason(src, vm.name, base, disks, running)
-
-
-def _synced_definition(
-    source_xml: str, dest_xml: str, target: VM, pairs: Sequence[FilePair], metadata: dict[str, str]
-) -> str:
-    """The source's definition with the clone's identity: name, UUID, MACs, disk paths."""
-    disks = {
-        p.label: DiskMapping(
-            p.label,
-            p.dest_path,
-            next((d.format or "raw") for d in target.disks if d.target == p.label),
-        )
-        for p in pairs
-        if "." not in p.label and p.label != "nvram"
-    }
-    nvram = next((p.dest_path for p in pairs if p.label == "nvram"), None)
-    result = rewrite_domain(
-        source_xml,
-        RewriteOptions(
-            new_name=target.name,
-            new_uuid=target.uuid,
-            disks=disks,
-            preserve_mac=True,
-            nvram_path=nvram,
-            metadata=metadata,
-            cdrom_paths_present=frozenset(),
-        ),
-    )
-    # Keep the clone's own MAC addresses, interface by interface.
-    theirs = [m.get("address") for m in ET.fromstring(dest_xml).iter("mac")]
-    xml = result.xml
-    for (_old, mine), address in zip(result.macs, theirs, strict=False):
-        if address and mine:
-            xml = xml.replace(f"'{mine}'", f"'{address}'").replace(f'"{mine}"', f'"{address}"')
-    return xml
 
 
 def _ranges(

@@ -24,7 +24,7 @@ import uuid as uuid_module
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kvm_clone_tui.agent.host.tpm import MAX_STATE_BYTES as TPM_MAX_STATE_BYTES
 from kvm_clone_tui.agent.host.tpm import ROOT as TPM_ROOT
@@ -93,61 +93,10 @@ async def _tpm(host: Host, call: Awaitable[T]) -> T:
         raise TpmStateError(host.name, f"TPM state: {exc}") from None
 
 
-async def plan_tpm_state(
-    src: Host,
-    dst: Host,
-    source_xml: str,
-    source_uuid: str,
-    new_uuid: str,
-    job_id: str,
-    live: bool,
-    conflicts: list[str],
-    warnings: list[str],
-) -> TpmStatePlan | None:
-    """Check the VM's TPMs; the state to copy, or None (no emulated TPM, or never started)."""
-    emulated = [t for t in tpm_devices(source_xml) if t.backend == "emulator"]
-    if not emulated:
-        return None
-    if len(emulated) > 1:
-        conflicts.append("the VM has more than one emulated TPM: not supported")
-        return None
-    tpm = emulated[0]
-    has_swtpm = await dst.run(
-        ["sh", "-c", "command -v swtpm && command -v swtpm_setup"], check=False
-    )
-    if has_swtpm.exit_status != 0:
-        conflicts.append(
-            f"the VM has an emulated TPM ({tpm.model}) but {dst.name} has no swtpm to run it "
-            "(apt-get install swtpm swtpm-tools, or dnf install swtpm swtpm-tools)"
-        )
-    if tpm.encrypted:
-        warnings.append(
-            "tpm: its state is encrypted with a libvirt secret; define the same secret (same "
-            "UUID and value) on the destination before starting the clone"
-        )
-    source = state_dir(source_uuid)
-    try:
-        summary = await _tpm(src, RemoteAgent(src).tpm_pack(source, summary=True))
-    except TpmStateError as exc:
-        conflicts.append(f"the TPM state {source} cannot be read on {src.name}: {exc.message}")
-        return None
-    if not summary["exists"]:
-        warnings.append(
-            f"tpm: {src.name} has no TPM state for the VM yet ({source}: it never started); "
-            "the clone gets a fresh TPM at its first start"
-        )
-        return None
-    if live:
-        warnings.append(
-            "tpm: the source runs; its TPM state is copied as it is when the copy starts"
-        )
-    return TpmStatePlan(
-        source_dir=source,
-        staging_dir=staging_dir(job_id, new_uuid),
-        final_dir=state_dir(new_uuid),
-        size=int(summary["bytes"]),
-        digest=str(summary["digest"]),
-    )
+async def read_summary(src: Host, source_dir: str) -> dict[str, Any]:
+    """The source agent's summary of a TPM state directory (exists, bytes, digest)."""
+    summary: dict[str, Any] = await _tpm(src, RemoteAgent(src).tpm_pack(source_dir, summary=True))
+    return summary
 
 
 async def stage_tpm_state(src: Host, dst: Host, plan: TpmStatePlan, journal: Journal) -> str:

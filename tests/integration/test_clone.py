@@ -257,7 +257,7 @@ async def test_destination_pool_too_small_is_refused_before_copying(
 ) -> None:
     async with KVMCloneClient(lab_config) as client:
         plan = await client.plan_clone("alpha", "beta", "db01", new_name="db01-small", pool="small")
-        assert not plan.ok and any("not enough space" in c for c in plan.conflicts)
+        assert not plan.ok and any("not enough space" in c.message for c in plan.conflicts)
         with pytest.raises(CloneRefused):
             await client.clone_vm("alpha", "beta", "db01", new_name="db01-small", pool="small")
     assert ls_inside(lab.runtime("beta"), small_pool) == ["lost+found"]
@@ -419,7 +419,9 @@ async def test_running_source_is_planned_as_a_live_clone(
     async with KVMCloneClient(lab_config) as client:
         plan = await client.plan_clone("alpha", "beta", "writer", new_name="writer-copy")
     assert plan.ok and plan.live
-    assert any("point in time" in w and "crash-consistent" in w for w in plan.warnings)
+    assert any(
+        "point in time" in w.message and "crash-consistent" in w.message for w in plan.warnings
+    )
     assert [f.live_export for f in plan.files] == ["vda"]
 
 
@@ -464,8 +466,8 @@ async def test_symlinked_disk_outside_any_pool_and_ejected_cdrom(
         async with KVMCloneClient(lab_config) as client:
             plan = await client.plan_clone("alpha", "beta", "odd-paths")
             assert plan.ok, plan.conflicts
-            assert any("symlink" in w for w in plan.warnings)
-            assert any("ejected" in w for w in plan.warnings)
+            assert any("symlink" in w.message for w in plan.warnings)
+            assert any("ejected" in w.message for w in plan.warnings)
             assert plan.files[0].source_path == f"{outside}/real.qcow2"
             await client.clone_vm("alpha", "beta", "odd-paths")
         assert_same_disk(lab, f"{outside}/real.qcow2", "beta", f"{IMAGES}/odd-paths-vda.qcow2")

@@ -187,7 +187,7 @@ async def test_a_tpm_that_never_started_has_no_state_to_copy(
     async with KVMCloneClient(lab_config) as client:
         plan = await client.plan_clone("alpha", "beta", name)
         assert plan.ok and plan.tpm is None
-        assert any("no TPM state" in w for w in plan.warnings)
+        assert any("no TPM state" in w.message for w in plan.warnings)
         result = await client.clone_vm("alpha", "beta", name)
     assert not (beta_swtpm / result.uuid).exists()
     assert "<tpm model='tpm-crb'>" in lab.runtime("beta").virsh("dumpxml", name)

@@ -114,7 +114,7 @@ async def test_interrupted_sync_is_marked_and_resumes(
         plan = await client.plan_sync(
             "alpha", "beta", name, client.sync_options(target_name="sync-cut")
         )
-        assert any("resumes" in w for w in plan.warnings)
+        assert any("resumes" in w.message for w in plan.warnings)
         await client.sync_vm("alpha", "beta", name, target_name="sync-cut")
     assert sha256(lab.layout.host_path("beta", f"{IMAGES}/sync-cut-vda.img")) == sha256(
         images / f"{name}-img"

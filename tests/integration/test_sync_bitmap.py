@@ -128,7 +128,7 @@ async def test_bitmap_mode_falls_back_to_hash_and_says_why(
         strict = await client.plan_sync(
             "alpha", "beta", NAME, client.sync_options(target_name=CLONE, mode="bitmap")
         )
-        assert not strict.ok and "bitmap mode is impossible" in strict.conflicts[0]
+        assert not strict.ok and "bitmap mode is impossible" in strict.conflicts[0].message
         with pytest.raises(SyncRefused):
             await client.run_sync_plan(strict)
         hashed = await client.run_sync_plan(plan)
@@ -299,7 +299,7 @@ async def test_bitmap_sync_cut_by_a_dropped_connection_resumes_in_bitmap_mode(
         assert meta["checkpoint"] == f"kvmclone-{clone.job_id}"  # the base is kept
         plan = await client.plan_sync("alpha", "beta", NAME, client.sync_options(target_name=CLONE))
         assert plan.mode == "bitmap", plan.mode_reason  # the partly written clone is ours
-        assert any("resumes" in w for w in plan.warnings)
+        assert any("resumes" in w.message for w in plan.warnings)
         result = await client.run_sync_plan(plan)
     assert result.changed_bytes == 8 * MiB and same_guest_data(qcow2_vm, dest)
     assert clone_meta(clean_beta, CLONE)["sync-state"] == "synced"

@@ -14,11 +14,14 @@ from dataclasses import replace
 
 from kvm_clone_tui.api.config import Config
 from kvm_clone_tui.api.errors import HostError
-from kvm_clone_tui.api.models import Disk, DiskDevice, HostInventory
+from kvm_clone_tui.api.models import VM, Disk, DiskDevice, HostInventory, VMState
 from kvm_clone_tui.api.options import CloneOptions
 from kvm_clone_tui.api.units import format_bytes
 from kvm_clone_tui.engine.clone import CloneFailed, CloneResult
-from kvm_clone_tui.engine.plan import ClonePlan, FilePlan
+from kvm_clone_tui.engine.cpu_compat import GuestCpu, HostView
+from kvm_clone_tui.engine.host_port import HostLimits, PoolInfo
+from kvm_clone_tui.engine.plan import ClonePlan, FilePlan, decide
+from kvm_clone_tui.engine.plan_facts import CloneFacts, RouteFacts, source_files
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
 from tests.tui.fake_source import FakeSource, GiB, MiB, lab_like_source
 
@@ -36,56 +39,84 @@ def _ext(fmt: str) -> str:
     return {"qcow2": "qcow2", "raw": "img"}.get(fmt, fmt)
 
 
-def fake_plan(
+def fake_facts(
     inventories: dict[str, HostInventory], source: str, dest: str, vm_name: str, o: CloneOptions
-) -> ClonePlan:
-    """What the engine would plan on hosts like the lab's, computed without any host."""
+) -> CloneFacts:
+    """What hosts like the lab's would say to the planner, made up without any host."""
     vm = inventories[source].vm(vm_name)
     if vm is None:
         raise HostError(source, f"no VM named {vm_name!r}")
     new_name = o.new_name or vm_name
     pool = o.pool or "default"
     seed = zlib.crc32(f"{source}/{vm_name}/{dest}/{new_name}".encode())
-    job_id = f"20231114-221320-{seed:08x}"
-    conflicts: list[str] = []
-    pool_path, available = POOLS.get(pool, ("/nonexistent", 0))
-    if pool not in POOLS:
-        conflicts.append(f"no storage pool {pool!r} on the destination (pools: default, small)")
-    if inventories[dest].vm(new_name) is not None:
-        conflicts.append(
-            f"a VM named {new_name!r} already exists on {dest}: choose --new-name, or --force "
-            "to replace it once the copy is verified"
+    if pool in POOLS:
+        pool_info = PoolInfo(*POOLS[pool])
+    else:
+        pool_info = PoolInfo(
+            None, 0, f"no storage pool {pool!r} on the destination (pools: default, small)"
         )
-    files = tuple(
-        _file_plan(d, pool_path, new_name, job_id) for d in vm.disks if d.device is DiskDevice.DISK
-    )
-    total = sum(f.allocated for f in files)
-    required = total + max(64 * MiB, total // 50)
-    if pool in POOLS and required > available:
-        conflicts.append(
-            f"not enough space in pool {pool} on {dest}: needs {format_bytes(required)} "
-            f"(data plus margin), has {format_bytes(available)}"
-        )
-    return ClonePlan(
-        job_id=job_id,
-        source_host=source,
-        dest_host=dest,
-        vm=vm,
+    sources = source_files(vm, new_name, live=False)
+    disks = {d.path: d for d in vm.disks}
+    stats = tuple({"kind": "file", "link": False, "real": s.path} for s in sources)
+    extents = {
+        s.path: {
+            "size": disks[s.path].virtual_size or 0,
+            "allocated": disks[s.path].allocation or 0,
+        }
+        for s in sources
+    }
+    no_cpu = GuestCpu(virttype="kvm", arch=None, machine=None, mode="none")
+    kvm = "" if dest == "beta" else "<domain type='kvm'/>"
+    return CloneFacts(
+        source=source,
+        dest=dest,
+        vm=replace(vm, state=VMState.SHUT_OFF),  # the fakes copy every VM as if shut off
         new_name=new_name,
+        job_id=f"20231114-221320-{seed:08x}",
         new_uuid=f"11111111-2222-4333-8444-{seed:012x}",
         pool=pool,
-        pool_path=pool_path,
-        pool_available=available,
-        files=files,
-        route="relay",
-        route_reason="through this machine: no SSH agent with keys to forward",
-        compress=False,
-        compress_reason="auto: the hosts share this machine's loopback",
-        required_space=required,
+        pool_info=pool_info,
+        source_xml=_domain_xml(vm),
+        guest_cpu=no_cpu,
+        source_cpu=HostView(source),
+        dest_cpu=HostView(dest),
+        limits=HostLimits(1 << 20, 64, kvm),
+        route=RouteFacts(agent_forwarding=True, agent_has_keys=False),
+        existing=inventories[dest].vm(new_name),
+        stats=stats,
+        extents=extents,
+        dest_probe={"qemu_img": True},
+        dest_peer="127.0.0.3",
+    )
+
+
+def _domain_xml(vm: VM) -> str:
+    disks = "".join(
+        f"<disk type='file' device='disk'><driver name='qemu' type='{d.format or 'raw'}'/>"
+        f"<source file='{d.path}'/><target dev='{d.target}' bus='virtio'/></disk>"
+        for d in vm.disks
+        if d.device is DiskDevice.DISK
+    )
+    return (
+        f"<domain type='kvm'><name>{vm.name}</name><uuid>{vm.uuid}</uuid>"
+        f"<memory unit='KiB'>{vm.memory_kib}</memory><vcpu>{vm.vcpus}</vcpu>"
+        f"<os><type arch='x86_64'>hvm</type></os><devices>{disks}</devices></domain>"
+    )
+
+
+def fake_plan(
+    inventories: dict[str, HostInventory], source: str, dest: str, vm_name: str, o: CloneOptions
+) -> ClonePlan:
+    """What the engine would plan on hosts like the lab's: fixed facts through the real rules."""
+    facts = fake_facts(inventories, source, dest, vm_name, o)
+    plan = decide(facts, o)
+    return replace(  # the pictures pin these: the lab's VM as listed, short reasons
+        plan,
+        vm=inventories[source].vm(vm_name),
         source_xml="",
-        conflicts=tuple(conflicts),
-        warnings=(NO_KVM,) if dest == "beta" else (),
-        options=o,
+        dest_xml="",
+        route_reason="through this machine: no SSH agent with keys to forward",
+        compress_reason="auto: the hosts share this machine's loopback",
     )
 
 
@@ -136,7 +167,7 @@ class FakeCloneSource(FakeSource):
 
         finishing = plan.vm.name in self.finishing
         for warning in plan.warnings:
-            emit("warning", warning, 0)
+            emit("warning", warning.message, 0)
         where = f"pool {plan.pool} ({plan.route}: {plan.route_reason})"
         emit("stage", f"copying {len(plan.files)} file(s) into {where}", 0)
         for i, rate in enumerate(RATES, start=1):

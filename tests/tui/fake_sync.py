@@ -17,10 +17,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Literal
 
+from kvm_clone_tui.api.errors import SyncRefused
 from kvm_clone_tui.api.models import DiskDevice
+from kvm_clone_tui.api.options import SyncOptions
+from kvm_clone_tui.api.plans import Conflict, FilePair, SyncPlan
+from kvm_clone_tui.api.results import SyncResult
 from kvm_clone_tui.engine.domain_rewrite import KVMCLONE_NS, read_clone_metadata
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
-from kvm_clone_tui.engine.sync import FilePair, SyncOptions, SyncPlan, SyncRefused, SyncResult
 from kvm_clone_tui.engine.sync_undo import RevertRefused, RevertResult
 from tests.tui.fake_clone import T0, FakeCloneSource, lab_like_clone_source
 
@@ -78,14 +81,15 @@ class FakeSyncSource(FakeCloneSource):
         if options.mode == "hash":
             mode, reason = "hash", "asked for (--mode hash)"
             if running:
-                conflicts.append(
+                message = (
                     f"{vm} is running: hash mode needs a shut-off source (shut it down, or use "
                     "bitmap mode)"
                 )
+                conflicts.append(Conflict("source-running", message))
         else:
             mode, reason = "bitmap", "the clone is unchanged since its checkpoint kvmclone-base"
         if target in self.refused:
-            conflicts.append(f"{target} on {dest} is not a clone of {vm}")
+            conflicts.append(Conflict("not-a-clone", f"{target} on {dest} is not a clone of {vm}"))
         pairs = tuple(
             FilePair(d.target, d.path or "", f"/var/lib/libvirt/images/{target}-{d.target}.qcow2")
             for d in the_vm.disks

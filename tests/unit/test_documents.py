@@ -21,9 +21,11 @@ from kvm_clone_tui.api.options import CloneOptions, SyncOptions
 from kvm_clone_tui.api.plans import (
     BitmapDisk,
     ClonePlan,
+    Conflict,
     DirectEndpoint,
     FilePair,
     FilePlan,
+    PlanWarning,
     SyncPlan,
     TpmStatePlan,
 )
@@ -53,7 +55,8 @@ FILE = FilePlan(
 TPM = TpmStatePlan("/s/u-1", "/s/.p-u-2", "/s/u-2", 4096, "ab12")
 CLONE_PLAN = ClonePlan(
     "job", "alpha", "beta", THE_VM, "web2", "u-2", "default", "/q", 100, (FILE,), "direct", "r",
-    True, "c", 6, "<domain/>", "<domain/>", DIRECT, frozenset({"sdb", "sda"}), ("no",), ("w",),
+    True, "c", 6, "<domain/>", "<domain/>", DIRECT, frozenset({"sdb", "sda"}),
+    (Conflict("pool", "no"),), (PlanWarning("vm", "w"),),
     True, False, CloneOptions(new_name="web2"), TPM,
 )  # fmt: skip
 TRANSFER = TransferResult("vda", "direct", 5, "d1", True, 1.5, 3)
@@ -63,7 +66,8 @@ CLONE_RESULT = CloneResult(
 )  # fmt: skip
 SYNC_PLAN = SyncPlan(
     "sjob", "alpha", "beta", THE_VM, "web2", "u-2", (FilePair("vda", "/p/a", "/q/b"),), "hash",
-    "why", "<domain/>", (), ("w",), SyncOptions(checkpoint=True), True, "cp1", "cp2",
+    "why", "<domain/>", (), (PlanWarning("resume", "w"),), SyncOptions(checkpoint=True), True,
+    "cp1", "cp2",
     (BitmapDisk("vda", "/p/a"),), ("vda",), (("vda", 10),), (("vda", "qcow2"),), "direct",
     "rr", DIRECT,
 )  # fmt: skip

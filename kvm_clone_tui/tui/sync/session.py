@@ -157,7 +157,7 @@ def runs_table(runs: list[SyncRun]) -> Table:
 
 def refusal(exc: BaseException) -> tuple[str, ...] | None:
     """The conflicts of a ``SyncRefused``, else None."""
-    return exc.plan.conflicts if isinstance(exc, SyncRefused) else None
+    return tuple(c.message for c in exc.plan.conflicts) if isinstance(exc, SyncRefused) else None
 
 
 def revert_refusal(exc: BaseException) -> str | None:
