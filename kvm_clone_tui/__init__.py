@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["KVMCloneClient", "__version__"]
+__all__ = ["CloneOptions", "KVMCloneClient", "__version__"]
 
 if TYPE_CHECKING:
     from kvm_clone_tui.api.client import KVMCloneClient
+    from kvm_clone_tui.api.options import CloneOptions
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from kvm_clone_tui.api.client import KVMCloneClient
 
         return KVMCloneClient
+    if name == "CloneOptions":  # the original kvm-clone's example imports it from here
+        from kvm_clone_tui.api.options import CloneOptions
+
+        return CloneOptions
     raise AttributeError(name)

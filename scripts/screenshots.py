@@ -366,7 +366,7 @@ async def sync(lab: Lab, config: Config, out: Path, size: tuple[int, int]) -> Pa
     alpha = lab.runtime("alpha")
     disk = await asyncio.to_thread(define_sync_source, alpha)
     async with KVMCloneClient(config) as client:
-        await client.clone_vm("alpha", "beta", SYNC_SOURCE)
+        await client.clone_vm("alpha", "beta", SYNC_SOURCE, check=True)
     await asyncio.to_thread(guest_write, disk, 64 * MiB, 256 << 10, 0x5A)
     slow = dataclasses.replace(
         config, clone=dataclasses.replace(config.clone, bandwidth_limit="4M")

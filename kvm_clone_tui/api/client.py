@@ -173,27 +173,60 @@ class KVMCloneClient:
 
     async def clone_vm(
         self,
-        source: str,
-        dest: str,
-        vm: str,
+        source: str | None = None,
+        dest: str | None = None,
+        vm: str | None = None,
         options: CloneOptions | None = None,
         *,
         on_event: Callable[[JobEvent], None] | None = None,
         auto_rollback: bool = True,
+        check: bool = False,
+        source_host: str | None = None,
+        dest_host: str | None = None,
+        vm_name: str | None = None,
+        compress: bool | str | None = None,
         **overrides: object,
     ) -> CloneResult:
         """Clone VM ``vm`` from host ``source`` to host ``dest``.
 
         ``overrides`` are CloneOptions fields (``new_name="web02"``, ``start=True``...);
-        ``on_event`` receives the transaction log and per-disk progress. Raises CloneRefused
-        when the plan has conflicts (nothing copied), or the error that made it roll back
-        (CloneFailed, without rolling back, when ``auto_rollback`` is False). With
-        ``idempotent``, an interrupted run of the same clone is resumed (``engine/resume.py``).
+        ``on_event`` receives the transaction log and per-disk progress. The original
+        kvm-clone's keywords work too: ``source_host``, ``dest_host``, ``vm_name``, and
+        ``compress=True/False`` (``"on"``/``"off"``). The result says ``success`` and, when it
+        is False, ``error``: a refused plan (nothing copied) or the failure that rolled it back.
+        With ``check=True`` those raise instead (CloneRefused, or the error that made it roll
+        back: CloneFailed, without rolling back, when ``auto_rollback`` is False), as the CLI
+        and the TUI use it. With ``idempotent``, an interrupted run of the same clone is
+        resumed (``engine/resume.py``).
         """
+        source, dest, vm = _names(source, source_host, dest, dest_host, vm, vm_name)
+        if isinstance(compress, bool):  # the original's compress=True/False
+            compress = "on" if compress else "off"
+        if compress is not None:
+            overrides["compress"] = compress
+        options = options or CloneOptions.from_config(self.config, **overrides)
+        try:
+            return await self._clone(source, dest, vm, options, on_event, auto_rollback)
+        except (KVMCloneError, ValidationError) as exc:
+            if check:
+                raise
+            new_name = options.new_name or vm
+            return CloneResult.failure(
+                source, dest, vm, new_name, str(exc), job_id=getattr(exc, "job_id", "")
+            )
+
+    async def _clone(
+        self,
+        source: str,
+        dest: str,
+        vm: str,
+        options: CloneOptions,
+        on_event: Callable[[JobEvent], None] | None,
+        auto_rollback: bool,
+    ) -> CloneResult:
         from kvm_clone_tui.engine.clone import run_clone
         from kvm_clone_tui.engine.journal import unfinished
 
-        options = options or CloneOptions.from_config(self.config, **overrides)
         if options.idempotent:
             from kvm_clone_tui.engine.resume import clone_or_resume
 
@@ -230,19 +263,37 @@ class KVMCloneClient:
 
     async def sync_vm(
         self,
-        source: str,
-        dest: str,
-        vm: str,
+        source: str | None = None,
+        dest: str | None = None,
+        vm: str | None = None,
         options: SyncOptions | None = None,
         *,
         on_event: Callable[[JobEvent], None] | None = None,
+        check: bool = False,
+        source_host: str | None = None,
+        dest_host: str | None = None,
+        vm_name: str | None = None,
         **overrides: object,
     ) -> SyncResult:
-        """Bring the clone of ``vm`` on ``dest`` up to date, moving only what changed."""
+        """Bring the clone of ``vm`` on ``dest`` up to date, moving only what changed.
+
+        The original kvm-clone's keywords work too (``source_host``, ``dest_host``,
+        ``vm_name``, and ``new_name`` for the clone's name). The result says ``success`` and
+        ``error``; with ``check=True`` a refusal or failure raises (SyncRefused, ...) instead.
+        """
         from kvm_clone_tui.engine.sync import run_sync
 
-        plan = await self.plan_sync(source, dest, vm, options or self.sync_options(**overrides))
-        return await run_sync(self.hosts, plan, on_event)
+        source, dest, vm = _names(source, source_host, dest, dest_host, vm, vm_name)
+        if "new_name" in overrides:
+            overrides.setdefault("target_name", overrides.pop("new_name"))
+        options = options or self.sync_options(**overrides)
+        try:
+            plan = await self.plan_sync(source, dest, vm, options)
+            return await run_sync(self.hosts, plan, on_event)
+        except (KVMCloneError, ValidationError) as exc:
+            if check:
+                raise
+            return SyncResult.failure(source, dest, vm, options.target_name or vm, str(exc))
 
     async def run_sync_plan(
         self, plan: SyncPlan, on_event: Callable[[JobEvent], None] | None = None
@@ -323,3 +374,27 @@ class KVMCloneClient:
         """Close every connection."""
         if self._registry is not None:
             await self._registry.close()
+
+
+def _names(
+    source: str | None,
+    source_host: str | None,
+    dest: str | None,
+    dest_host: str | None,
+    vm: str | None,
+    vm_name: str | None,
+) -> tuple[str, str, str]:
+    """(source, dest, vm) from either spelling: ``source`` or the original's ``source_host``..."""
+    chosen = []
+    for name, given, original in (
+        ("source", source, source_host),
+        ("dest", dest, dest_host),
+        ("vm", vm, vm_name),
+    ):
+        if given is not None and original is not None and given != original:
+            raise TypeError(f"{name} given twice, with different values: {given!r}, {original!r}")
+        value = given if given is not None else original
+        if value is None:
+            raise TypeError(f"missing the {name} argument (or its original name)")
+        chosen.append(value)
+    return chosen[0], chosen[1], chosen[2]

@@ -113,8 +113,10 @@ class SyncSource(Protocol):
         options: SyncOptions | None = None,
         *,
         on_event: EventCallback | None = None,
+        check: bool = False,
     ) -> SyncResult:
-        """Bring the clone of ``vm`` on ``dest`` up to date (``SyncRefused``: conflicts)."""
+        """Bring the clone of ``vm`` on ``dest`` up to date (``check``: ``SyncRefused`` on
+        conflicts and the failure itself raise instead of a result with ``success`` False)."""
 
     async def revert_sync(self, dest: str, target: str) -> RevertResult:
         """Put clone ``target`` back as it was before its last sync made with a checkpoint

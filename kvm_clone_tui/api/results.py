@@ -38,6 +38,34 @@ class CloneResult:
     consistency: str | None = None  # live clones: application- or crash-consistent
     resumed_from: str | None = None  # the interrupted job whose staged files this one finished
     bytes_reused: int = 0  # data bytes a resume found staged and verified, not sent again
+    success: bool = True  # False: ``error`` says why (``clone_vm`` without ``check=True``)
+    error: str | None = None
+
+    @property
+    def new_vm_name(self) -> str:
+        """The clone's name on the destination (the original kvm-clone's name for it)."""
+        return self.new_name
+
+    @classmethod
+    def failure(
+        cls, source: str, dest: str, vm: str, new_name: str, error: str, job_id: str = ""
+    ) -> CloneResult:
+        """A clone that did not happen (refused, or rolled back), and why."""
+        return cls(
+            job_id=job_id,
+            source_host=source,
+            dest_host=dest,
+            vm=vm,
+            new_name=new_name,
+            uuid="",
+            route="",
+            files=(),
+            bytes_copied=0,
+            seconds=0.0,
+            started=False,
+            success=False,
+            error=error,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,31 @@ class SyncResult:
     checkpoint: str | None = None  # the source checkpoint the next sync starts from
     revertible: bool = False  # --checkpoint: `kvm-clone revert` puts the clone back
     consistency: str | None = None  # running sources: application- or crash-consistent
+    success: bool = True  # False: ``error`` says why (``sync_vm`` without ``check=True``)
+    error: str | None = None
+
+    @property
+    def new_vm_name(self) -> str:
+        """The clone that was brought up to date (the original kvm-clone's name for it)."""
+        return self.target
+
+    @classmethod
+    def failure(cls, source: str, dest: str, vm: str, target: str, error: str) -> SyncResult:
+        """A sync that did not happen (refused, or put back), and why."""
+        return cls(
+            job_id="",
+            source_host=source,
+            dest_host=dest,
+            vm=vm,
+            target=target,
+            mode="",
+            files=(),
+            changed_bytes=0,
+            bytes_sent=0,
+            seconds=0.0,
+            success=False,
+            error=error,
+        )
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,9 @@ async def _run(
     async with KVMCloneClient(load_config()) as client:
         if args.dry_run:
             return await client.plan_clone(args.source, args.dest, args.vm, options)
-        return await client.clone_vm(args.source, args.dest, args.vm, options, on_event=on_event)
+        return await client.clone_vm(
+            args.source, args.dest, args.vm, options, on_event=on_event, check=True
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -110,7 +110,9 @@ async def _run(
         options = client.sync_options(**overrides)
         if args.dry_run:
             return await client.plan_sync(args.source, args.dest, args.vm, options)
-        return await client.sync_vm(args.source, args.dest, args.vm, options, on_event=on_event)
+        return await client.sync_vm(
+            args.source, args.dest, args.vm, options, on_event=on_event, check=True
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@ async def test_clone_relay_copies_disks_exactly_and_defines_a_new_identity(
     events: list[JobEvent] = []
     async with KVMCloneClient(lab_config) as client:
         result = await client.clone_vm(
-            "alpha", "beta", "db01", new_name="db01-copy", on_event=events.append
+            "alpha", "beta", "db01", new_name="db01-copy", on_event=events.append, check=True
         )
     assert result.route == "relay" and not result.started
     assert_same_disk(lab, f"{IMAGES}/db01/sys/disk.img", "beta", f"{IMAGES}/db01-copy-vda.img")
@@ -93,7 +93,7 @@ async def test_clone_direct_goes_host_to_host(
         plan = await client.plan_clone("alpha", "beta", "web01", new_name="web01-direct")
         assert plan.route == "direct", plan.route_reason
         result = await client.clone_vm(
-            "alpha", "beta", "web01", new_name="web01-direct", transfer="direct"
+            "alpha", "beta", "web01", new_name="web01-direct", transfer="direct", check=True
         )
     assert result.route == "direct"
     assert_same_disk(lab, f"{IMAGES}/web01.qcow2", "beta", f"{IMAGES}/web01-direct-vda.qcow2")
@@ -103,9 +103,9 @@ async def test_backing_chain_and_nvram_are_copied_and_repointed(
     lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
 ) -> None:
     async with KVMCloneClient(lab_config) as client:
-        await client.clone_vm("alpha", "beta", "linked01", new_name="linked-copy")
+        await client.clone_vm("alpha", "beta", "linked01", new_name="linked-copy", check=True)
         if "uefi01" in domain_names(lab.runtime("alpha")):
-            await client.clone_vm("alpha", "beta", "uefi01", new_name="uefi-copy")
+            await client.clone_vm("alpha", "beta", "uefi01", new_name="uefi-copy", check=True)
     overlay = f"{IMAGES}/linked-copy-vda.qcow2"
     info = json.loads(
         subprocess.run(
@@ -168,10 +168,10 @@ async def test_name_collision_is_refused_and_idempotent_rerun_converges(
     lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
 ) -> None:
     async with KVMCloneClient(lab_config) as client:
-        first = await client.clone_vm("alpha", "beta", "app.v2")
+        first = await client.clone_vm("alpha", "beta", "app.v2", check=True)
         with pytest.raises(CloneRefused, match="already exists"):
-            await client.clone_vm("alpha", "beta", "app.v2")
-        again = await client.clone_vm("alpha", "beta", "app.v2", idempotent=True)
+            await client.clone_vm("alpha", "beta", "app.v2", check=True)
+        again = await client.clone_vm("alpha", "beta", "app.v2", idempotent=True, check=True)
     assert again.already_done and again.bytes_copied == 0
     assert clean_beta.virsh("domuuid", "app.v2").strip() == first.uuid
 
@@ -180,7 +180,7 @@ async def test_force_replaces_only_after_the_copy_is_verified(
     lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
 ) -> None:
     async with KVMCloneClient(lab_config) as client:
-        first = await client.clone_vm("alpha", "beta", "app.v2", new_name="app-forced")
+        first = await client.clone_vm("alpha", "beta", "app.v2", new_name="app-forced", check=True)
         disk = lab.layout.host_path("beta", f"{IMAGES}/app-forced-vda.qcow2")
         before = sha256(disk)
         # A copy that fails (no progress for 1 s under a 1 byte/s limit) must leave the old
@@ -194,12 +194,13 @@ async def test_force_replaces_only_after_the_copy_is_verified(
                 force=True,
                 bandwidth_limit=1,
                 no_progress_timeout=1.0,
+                check=True,
             )
         assert clean_beta.virsh("domuuid", "app-forced").strip() == first.uuid
         assert sha256(disk) == before
         assert leftovers(clean_beta) == []
         replaced = await client.clone_vm(
-            "alpha", "beta", "web01", new_name="app-forced", force=True
+            "alpha", "beta", "web01", new_name="app-forced", force=True, check=True
         )
     assert clean_beta.virsh("domuuid", "app-forced").strip() == replaced.uuid != first.uuid
     assert_same_disk(lab, f"{IMAGES}/web01.qcow2", "beta", f"{IMAGES}/app-forced-vda.qcow2")
@@ -244,7 +245,7 @@ async def test_a_vm_with_a_hostile_name_clones_safely(
     alpha.virsh("define", "/dev/stdin", input=ET.tostring(root, encoding="unicode"))
     try:
         async with KVMCloneClient(lab_config) as client:
-            result = await client.clone_vm("alpha", "beta", name)
+            result = await client.clone_vm("alpha", "beta", name, check=True)
         assert result.new_name == name
         assert clean_beta.virsh("domstate", "--domain", name).strip() == "shut off"
         assert not lab.layout.host_path("beta", "/root/.ssh/pwned").exists()
@@ -259,7 +260,9 @@ async def test_destination_pool_too_small_is_refused_before_copying(
         plan = await client.plan_clone("alpha", "beta", "db01", new_name="db01-small", pool="small")
         assert not plan.ok and any("not enough space" in c.message for c in plan.conflicts)
         with pytest.raises(CloneRefused):
-            await client.clone_vm("alpha", "beta", "db01", new_name="db01-small", pool="small")
+            await client.clone_vm(
+                "alpha", "beta", "db01", new_name="db01-small", pool="small", check=True
+            )
     assert ls_inside(lab.runtime("beta"), small_pool) == ["lost+found"]
 
 
@@ -329,7 +332,9 @@ async def test_connection_dropped_mid_copy_rolls_back(
 ) -> None:
     async with KVMCloneClient(lab_config) as client:
         task = asyncio.ensure_future(
-            client.clone_vm("alpha", "beta", "db01", new_name="db01-drop", bandwidth_limit=2 << 20)
+            client.clone_vm(
+                "alpha", "beta", "db01", new_name="db01-drop", bandwidth_limit=2 << 20, check=True
+            )
         )
         await _wait_for_partial(clean_beta, "db01-drop")
         # Kill beta's SSH session processes (the receiver among them): the link is gone.
@@ -348,7 +353,12 @@ async def test_destination_libvirtd_restarted_mid_copy_still_commits(
     async with KVMCloneClient(lab_config) as client:
         task = asyncio.ensure_future(
             client.clone_vm(
-                "alpha", "beta", "db01", new_name="db01-restart", bandwidth_limit=4 << 20
+                "alpha",
+                "beta",
+                "db01",
+                new_name="db01-restart",
+                bandwidth_limit=4 << 20,
+                check=True,
             )
         )
         await _wait_for_partial(clean_beta, "db01-restart")
@@ -365,7 +375,7 @@ async def test_cancel_mid_copy_rolls_back(
     async with KVMCloneClient(lab_config) as client:
         task = asyncio.ensure_future(
             client.clone_vm(
-                "alpha", "beta", "db01", new_name="db01-cancel", bandwidth_limit=2 << 20
+                "alpha", "beta", "db01", new_name="db01-cancel", bandwidth_limit=2 << 20, check=True
             )
         )
         await _wait_for_partial(clean_beta, "db01-cancel")
@@ -469,7 +479,7 @@ async def test_symlinked_disk_outside_any_pool_and_ejected_cdrom(
             assert any("symlink" in w.message for w in plan.warnings)
             assert any("ejected" in w.message for w in plan.warnings)
             assert plan.files[0].source_path == f"{outside}/real.qcow2"
-            await client.clone_vm("alpha", "beta", "odd-paths")
+            await client.clone_vm("alpha", "beta", "odd-paths", check=True)
         assert_same_disk(lab, f"{outside}/real.qcow2", "beta", f"{IMAGES}/odd-paths-vda.qcow2")
         xml = ET.fromstring(clean_beta.virsh("dumpxml", "odd-paths"))
         cdrom = next(d for d in xml.iter("disk") if d.get("device") == "cdrom")
@@ -495,6 +505,7 @@ async def test_failure_kept_for_the_operator_then_rolled_back_on_request(
                 new_name="db01-kept",
                 bandwidth_limit=2 << 20,
                 auto_rollback=False,
+                check=True,
             )
         )
         await _wait_for_partial(clean_beta, "db01-kept")

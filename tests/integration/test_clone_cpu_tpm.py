@@ -165,7 +165,7 @@ async def test_tpm_state_is_copied_under_the_new_uuid_and_the_clone_starts(
         assert plan.ok, plan.conflicts
         assert plan.tpm is not None and plan.tpm.final_dir == f"{SWTPM}/{plan.new_uuid}"
         assert "tpm            state" in plan.describe()
-        result = await client.clone_vm("alpha", "beta", name, new_name="tpm-copy")
+        result = await client.clone_vm("alpha", "beta", name, new_name="tpm-copy", check=True)
     beta = lab.runtime("beta")
     copied = beta_swtpm / result.uuid
     assert tree(copied) == tree(source_state)
@@ -188,7 +188,7 @@ async def test_a_tpm_that_never_started_has_no_state_to_copy(
         plan = await client.plan_clone("alpha", "beta", name)
         assert plan.ok and plan.tpm is None
         assert any("no TPM state" in w.message for w in plan.warnings)
-        result = await client.clone_vm("alpha", "beta", name)
+        result = await client.clone_vm("alpha", "beta", name, check=True)
     assert not (beta_swtpm / result.uuid).exists()
     assert "<tpm model='tpm-crb'>" in lab.runtime("beta").virsh("dumpxml", name)
 
@@ -201,7 +201,7 @@ async def test_a_failure_mid_clone_leaves_no_tpm_state(
     async with KVMCloneClient(lab_config) as client:
         # Kept for the operator: the TPM state is staged, then rolled back on request.
         with pytest.raises(CloneFailed) as failed:
-            await client.clone_vm("alpha", "beta", name, auto_rollback=False, **stall)
+            await client.clone_vm("alpha", "beta", name, auto_rollback=False, **stall, check=True)
         job = next(j for j in unfinished() if j.record.job_id == failed.value.job_id)
         assert staged_tpm(beta_swtpm) == [
             f".kvmclone-partial-{failed.value.job_id}-{job.record.new_uuid}"
@@ -210,7 +210,7 @@ async def test_a_failure_mid_clone_leaves_no_tpm_state(
         assert staged_tpm(beta_swtpm) == []
         # Rolled back at once.
         with pytest.raises(KVMCloneError):
-            await client.clone_vm("alpha", "beta", name, **stall)
+            await client.clone_vm("alpha", "beta", name, **stall, check=True)
     assert staged_tpm(beta_swtpm) == []
     assert name not in domain_names(lab.runtime("beta"))
     assert leftovers(lab.runtime("beta")) == []
@@ -222,7 +222,7 @@ async def test_force_keeps_the_replaced_vms_tpm_until_the_copy_is_committed(
     name = define_vm("tpm-force", tpm=True, start_once=True)
     beta = lab.runtime("beta")
     async with KVMCloneClient(lab_config) as client:
-        first = await client.clone_vm("alpha", "beta", name)
+        first = await client.clone_vm("alpha", "beta", name, check=True)
         old_state = beta_swtpm / first.uuid
         before = tree(old_state)
         # A failure at commit, after the old VM was undefined: its TPM state must survive.
@@ -241,7 +241,7 @@ async def test_force_keeps_the_replaced_vms_tpm_until_the_copy_is_committed(
         assert beta.virsh("domuuid", name).strip() == first.uuid
         assert tree(old_state) == before
         assert staged_tpm(beta_swtpm) == [] and leftovers(beta) == []
-        second = await client.clone_vm("alpha", "beta", name, force=True)
+        second = await client.clone_vm("alpha", "beta", name, force=True, check=True)
     assert beta.virsh("domuuid", name).strip() == second.uuid
     assert not old_state.exists()
     assert tree(beta_swtpm / second.uuid) == before

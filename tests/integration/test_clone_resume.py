@@ -180,6 +180,7 @@ async def test_kept_failure_with_a_damaged_block_is_repaired_by_resume(
                 new_name=name,
                 bandwidth_limit=2 << 20,
                 auto_rollback=False,
+                check=True,
             )
         )
         staged = await asyncio.to_thread(_wait_staged, clean_beta, name)
@@ -211,7 +212,13 @@ async def test_cancelled_idempotent_clone_keeps_its_files_and_resumes(
     async with KVMCloneClient(lab_config) as client:
         task = asyncio.ensure_future(
             client.clone_vm(
-                "alpha", "beta", "db01", new_name=name, bandwidth_limit=2 << 20, idempotent=True
+                "alpha",
+                "beta",
+                "db01",
+                new_name=name,
+                bandwidth_limit=2 << 20,
+                idempotent=True,
+                check=True,
             )
         )
         await asyncio.to_thread(_wait_staged, clean_beta, name)
@@ -222,7 +229,9 @@ async def test_cancelled_idempotent_clone_keeps_its_files_and_resumes(
         [kept] = unfinished()
         assert kept.record.state == "failed"
         assert any("kept for resume: cancelled" in line["message"] for line in kept.record.log)
-        result = await client.clone_vm("alpha", "beta", "db01", new_name=name, idempotent=True)
+        result = await client.clone_vm(
+            "alpha", "beta", "db01", new_name=name, idempotent=True, check=True
+        )
     assert result.resumed_from == kept.record.job_id and result.bytes_reused >= STAGED_ENOUGH
     _assert_cloned(lab, clean_beta, name)
 
@@ -255,7 +264,13 @@ async def test_source_changed_since_starts_afresh_and_says_why(
         events: list[JobEvent] = []
         async with KVMCloneClient(lab_config) as client:
             result = await client.clone_vm(
-                "alpha", "beta", "db01", new_name=name, idempotent=True, on_event=events.append
+                "alpha",
+                "beta",
+                "db01",
+                new_name=name,
+                idempotent=True,
+                on_event=events.append,
+                check=True,
             )
         assert result.resumed_from is None and result.bytes_reused == 0
         why = [e.message for e in events if e.job_id == old_job and "cannot resume" in e.message]

@@ -33,7 +33,9 @@ async def test_live_clone_of_a_writing_guest_is_one_point_in_time_and_boots(
     async with KVMCloneClient(lab_config) as client:
         plan = await client.plan_clone("alpha", "beta", "writer", new_name="writer-live")
         assert plan.ok and plan.live, plan.conflicts
-        result = await client.clone_vm("alpha", "beta", "writer", new_name="writer-live")
+        result = await client.clone_vm(
+            "alpha", "beta", "writer", new_name="writer-live", check=True
+        )
     assert result.consistency == "crash-consistent"  # the busybox guest has no agent
     assert alpha.virsh("domstate", "writer").strip() == "running"  # never stopped
     copied = lab.layout.host_path("beta", f"{IMAGES}/writer-live-vda.img")

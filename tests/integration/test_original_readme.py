@@ -148,3 +148,53 @@ def test_json_logs_carry_every_event_of_a_clone(
 def test_a_bad_log_format_is_a_usage_error(lab: Lab, flag: str) -> None:
     done = run_cli(lab, flag, "list", "alpha")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+# The original README's Python example, as written there but for the package's name (theirs was
+# kvm_clone) and the hosts and VM, which are the lab's.
+ORIGINAL_EXAMPLE = """\
+import asyncio
+from kvm_clone_tui import KVMCloneClient, CloneOptions
+
+async def clone_vm():
+    async with KVMCloneClient() as client:
+        result = await client.clone_vm(
+            source_host="alpha",
+            dest_host="beta",
+            vm_name="VM",
+            new_name="NEW",
+            compress=True,
+            verify=True
+        )
+
+        if result.success:
+            print(f"Successfully cloned VM: {result.new_vm_name}")
+        else:
+            print(f"Clone failed: {result.error}")
+
+# Run the async function
+asyncio.run(clone_vm())
+"""
+
+
+def run_example(lab: Lab, tmp_path: Path, vm: str, new: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "example.py"
+    script.write_text(ORIGINAL_EXAMPLE.replace('"VM"', f'"{vm}"').replace('"NEW"', f'"{new}"'))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
+    environ["KVM_CLONE_CONFIG"] = str(lab.layout.client_config)
+    return subprocess.run(
+        [sys.executable, str(script)], env=environ, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_original_python_example_runs_as_written(
+    lab: Lab, clean_beta: LabHostRuntime, tmp_path: Path
+) -> None:
+    done = run_example(lab, tmp_path, "web01", "my-vm-clone")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Successfully cloned VM: my-vm-clone\n"
+    assert "my-vm-clone" in domain_names(clean_beta)
+    # A refused clone is a result too, with the plan's reason: the same name again.
+    again = run_example(lab, tmp_path, "web01", "my-vm-clone")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Clone failed: ") and "my-vm-clone" in again.stdout

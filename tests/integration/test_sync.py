@@ -61,14 +61,14 @@ async def test_sync_moves_only_changed_blocks_and_keeps_the_clone_identity(
 ) -> None:
     name, images = source_vm
     async with KVMCloneClient(lab_config) as client:
-        clone = await client.clone_vm("alpha", "beta", name, new_name="sync-dst")
+        clone = await client.clone_vm("alpha", "beta", name, new_name="sync-dst", check=True)
         changed = change_raw(images / f"{name}-img", 5, seed=1)  # type: ignore[operator]
         # Zero a block that had data: the clone must read zeros there afterwards.
         with open(images / f"{name}-img", "r+b") as f:  # type: ignore[operator]
             f.seek(4 << 20)
             f.write(bytes(64 * KiB))
-        result = await client.sync_vm("alpha", "beta", name, target_name="sync-dst")
-        again = await client.sync_vm("alpha", "beta", name, target_name="sync-dst")
+        result = await client.sync_vm("alpha", "beta", name, target_name="sync-dst", check=True)
+        again = await client.sync_vm("alpha", "beta", name, target_name="sync-dst", check=True)
     dest = lab.layout.host_path("beta", f"{IMAGES}/sync-dst-vda.img")
     assert sha256(dest) == sha256(images / f"{name}-img")  # type: ignore[operator]
     assert sha256(lab.layout.host_path("beta", f"{IMAGES}/sync-dst-vdb.qcow2")) == sha256(
@@ -87,9 +87,11 @@ async def test_sync_refuses_what_is_not_its_clone_or_running(
     lab: Lab, lab_config: Config, clean_beta: LabHostRuntime, no_agent: None
 ) -> None:
     async with KVMCloneClient(lab_config) as client:
-        await client.clone_vm("alpha", "beta", "app.v2", new_name="not-a-web01-clone")
+        await client.clone_vm("alpha", "beta", "app.v2", new_name="not-a-web01-clone", check=True)
         with pytest.raises(SyncRefused, match="not a clone"):
-            await client.sync_vm("alpha", "beta", "web01", target_name="not-a-web01-clone")
+            await client.sync_vm(
+                "alpha", "beta", "web01", target_name="not-a-web01-clone", check=True
+            )
         with pytest.raises(KVMCloneError, match="clone it first"):
             await client.plan_sync("alpha", "beta", "writer", None)
 
@@ -103,10 +105,12 @@ async def test_interrupted_sync_is_marked_and_resumes(
 ) -> None:
     name, images = source_vm
     async with KVMCloneClient(lab_config) as client:
-        await client.clone_vm("alpha", "beta", name, new_name="sync-cut")
+        await client.clone_vm("alpha", "beta", name, new_name="sync-cut", check=True)
         change_raw(images / f"{name}-img", 60, seed=2)  # type: ignore[operator]
         task = asyncio.ensure_future(
-            client.sync_vm("alpha", "beta", name, target_name="sync-cut", bandwidth_limit=512 * KiB)
+            client.sync_vm(
+                "alpha", "beta", name, target_name="sync-cut", bandwidth_limit=512 * KiB, check=True
+            )
         )
         await cut_off_mid_sync(clean_beta, "sync-cut", task, after=1.0)
         xml = clean_beta.virsh("dumpxml", "sync-cut")
@@ -115,7 +119,7 @@ async def test_interrupted_sync_is_marked_and_resumes(
             "alpha", "beta", name, client.sync_options(target_name="sync-cut")
         )
         assert any("resumes" in w.message for w in plan.warnings)
-        await client.sync_vm("alpha", "beta", name, target_name="sync-cut")
+        await client.sync_vm("alpha", "beta", name, target_name="sync-cut", check=True)
     assert sha256(lab.layout.host_path("beta", f"{IMAGES}/sync-cut-vda.img")) == sha256(
         images / f"{name}-img"
     )  # type: ignore[operator]

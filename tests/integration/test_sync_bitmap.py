@@ -91,7 +91,7 @@ async def test_bitmap_sync_moves_only_dirty_blocks_and_rolls_the_checkpoint(
     alpha = lab.runtime("alpha")
     dest = lab.layout.host_path("beta", f"{IMAGES}/{CLONE}-vda.qcow2")
     async with KVMCloneClient(lab_config) as client:
-        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE)
+        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE, check=True)
         first = f"kvmclone-{clone.job_id}"
         assert clone_meta(clean_beta, CLONE)["checkpoint"] == first
         assert alpha.virsh("checkpoint-list", "--domain", NAME, "--name").split() == [first]
@@ -100,7 +100,7 @@ async def test_bitmap_sync_moves_only_dirty_blocks_and_rolls_the_checkpoint(
         plan = await client.plan_sync("alpha", "beta", NAME, client.sync_options(target_name=CLONE))
         assert plan.mode == "bitmap", plan.mode_reason
         result = await client.run_sync_plan(plan)
-        again = await client.sync_vm("alpha", "beta", NAME, target_name=CLONE)
+        again = await client.sync_vm("alpha", "beta", NAME, target_name=CLONE, check=True)
     assert result.mode == "bitmap"
     assert result.changed_bytes == 192 * KiB and result.bytes_sent == 192 * KiB
     assert same_guest_data(qcow2_vm, dest)
@@ -119,7 +119,7 @@ async def test_bitmap_mode_falls_back_to_hash_and_says_why(
 ) -> None:
     dest = lab.layout.host_path("beta", f"{IMAGES}/{CLONE}-vda.qcow2")
     async with KVMCloneClient(lab_config) as client:
-        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE)
+        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE, check=True)
         options = client.sync_options(target_name=CLONE)
         # The clone was changed behind kvm-clone's back (as a boot would): hash mode.
         qemu_io(dest, "write -P 0x11 1M 64k")
@@ -161,11 +161,13 @@ async def test_checkpointed_sync_reverts_on_request_and_by_itself_on_failure(
     dest = lab.layout.host_path("beta", f"{IMAGES}/{CLONE}-vda.qcow2")
     before = dest.with_name("bm-before.qcow2")
     async with KVMCloneClient(lab_config) as client:
-        await client.clone_vm("alpha", "beta", NAME, new_name=CLONE)
+        await client.clone_vm("alpha", "beta", NAME, new_name=CLONE, check=True)
         shutil.copyfile(dest, before)
         try:
             qemu_io(qcow2_vm, "write -P 0x33 2M 256k", "write -z 64M 64k")
-            result = await client.sync_vm("alpha", "beta", NAME, target_name=CLONE, checkpoint=True)
+            result = await client.sync_vm(
+                "alpha", "beta", NAME, target_name=CLONE, checkpoint=True, check=True
+            )
             assert result.revertible and same_guest_data(qcow2_vm, dest)
             assert any(n.startswith(".kvmclone-undo-") for n in leftovers(clean_beta))
             reverted = await client.revert_sync("beta", CLONE)
@@ -190,6 +192,7 @@ async def test_checkpointed_sync_reverts_on_request_and_by_itself_on_failure(
                     target_name=CLONE,
                     checkpoint=True,
                     bandwidth_limit=1 * MiB,
+                    check=True,
                 )
             )
             await asyncio.sleep(3)
@@ -265,7 +268,7 @@ async def test_bitmap_sync_of_a_running_source_moves_its_writes_at_one_point_in_
             if markers_of(running_qcow2_writer, tmp_path):
                 break
             await asyncio.sleep(1)
-        clone = await client.clone_vm("alpha", "beta", WRITER)
+        clone = await client.clone_vm("alpha", "beta", WRITER, check=True)
         assert clone_meta(clean_beta, WRITER)["checkpoint"] == f"kvmclone-{clone.job_id}"
         at_clone = assert_one_point_in_time(markers_of(dest, tmp_path))
         await asyncio.sleep(4)  # the guest writes on
@@ -288,10 +291,12 @@ async def test_bitmap_sync_cut_by_a_dropped_connection_resumes_in_bitmap_mode(
     alpha = lab.runtime("alpha")
     dest = lab.layout.host_path("beta", f"{IMAGES}/{CLONE}-vda.qcow2")
     async with KVMCloneClient(lab_config) as client:
-        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE)
+        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE, check=True)
         qemu_io(qcow2_vm, "write -P 0x77 8M 8M")
         task = asyncio.ensure_future(
-            client.sync_vm("alpha", "beta", NAME, target_name=CLONE, bandwidth_limit=1 * MiB)
+            client.sync_vm(
+                "alpha", "beta", NAME, target_name=CLONE, bandwidth_limit=1 * MiB, check=True
+            )
         )
         await cut_off_mid_sync(clean_beta, CLONE, task, after=2.0)
         meta = clone_meta(clean_beta, CLONE)
@@ -314,7 +319,7 @@ async def test_checkpointed_sync_cut_off_from_the_clone_is_reverted_afterwards(
     dest = lab.layout.host_path("beta", f"{IMAGES}/{CLONE}-vda.qcow2")
     before = dest.with_name("bm-before.qcow2")
     async with KVMCloneClient(lab_config) as client:
-        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE)
+        clone = await client.clone_vm("alpha", "beta", NAME, new_name=CLONE, check=True)
         shutil.copyfile(dest, before)
         try:
             qemu_io(qcow2_vm, "write -P 0x55 8M 8M")
@@ -326,6 +331,7 @@ async def test_checkpointed_sync_cut_off_from_the_clone_is_reverted_afterwards(
                     target_name=CLONE,
                     checkpoint=True,
                     bandwidth_limit=1 * MiB,
+                    check=True,
                 )
             )
             # The clone's host is cut off: the sync cannot put it back by itself.

@@ -49,12 +49,18 @@ async def test_a_clone_leaves_an_index_and_hash_syncs_keep_it_and_use_it(
     qcow2 = lab.layout.host_path("beta", f"{IMAGES}/ix-dst-vdb.qcow2")
     events: list[JobEvent] = []
     async with KVMCloneClient(lab_config) as client:
-        await client.clone_vm("alpha", "beta", name, new_name="ix-dst")
+        await client.clone_vm("alpha", "beta", name, new_name="ix-dst", check=True)
         # the qcow2 clone's copied bitmap was removed after the copy: its index was refreshed
         assert index_holds(raw) and index_holds(qcow2)
         changed = change_raw(images / f"{name}-img", 7, seed=5)
         result = await client.sync_vm(
-            "alpha", "beta", name, target_name="ix-dst", mode="hash", on_event=events.append
+            "alpha",
+            "beta",
+            name,
+            target_name="ix-dst",
+            mode="hash",
+            on_event=events.append,
+            check=True,
         )
     used = [e.message for e in events if INDEX_USED in e.message]
     assert len(used) == 2, [e.message for e in events]  # both disks: the clone was not read
@@ -75,13 +81,19 @@ async def test_a_clone_changed_behind_kvm_clones_back_is_read_again(
     raw = lab.layout.host_path("beta", f"{IMAGES}/ix-touched-vda.img")
     events: list[JobEvent] = []
     async with KVMCloneClient(lab_config) as client:
-        await client.clone_vm("alpha", "beta", name, new_name="ix-touched")
+        await client.clone_vm("alpha", "beta", name, new_name="ix-touched", check=True)
         with raw.open("r+b") as f:  # same size, same allocation: only the bytes differ
             f.seek(1 << 20)
             f.write(b"written on beta, not by kvm-clone")
         change_raw(images / f"{name}-img", 3, seed=6)
         await client.sync_vm(
-            "alpha", "beta", name, target_name="ix-touched", mode="hash", on_event=events.append
+            "alpha",
+            "beta",
+            name,
+            target_name="ix-touched",
+            mode="hash",
+            on_event=events.append,
+            check=True,
         )
     messages = [e.message for e in events]
     assert sum(INDEX_USED in m for m in messages) == 1, messages  # vdb only: vda was re-read

@@ -121,6 +121,7 @@ class FakeSyncSource(FakeCloneSource):
         options: SyncOptions | None = None,
         *,
         on_event: Callable[[JobEvent], None] | None = None,
+        check: bool = False,
     ) -> SyncResult:
         options = options or SyncOptions()
         target = options.target_name or vm

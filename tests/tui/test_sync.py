@@ -95,7 +95,7 @@ async def test_sync_then_sync_again(
     beta = lab.runtime("beta")
     try:
         async with KVMCloneClient(lab_config) as client:
-            await client.clone_vm("alpha", "beta", name)
+            await client.clone_vm("alpha", "beta", name, check=True)
         app = KVMCloneApp(["alpha", "beta"], config=lab_config)
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(
@@ -152,7 +152,7 @@ async def test_cancel_a_sync_mid_copy_then_resume(
     )
     try:
         async with KVMCloneClient(lab_config) as client:
-            await client.clone_vm("alpha", "beta", name)
+            await client.clone_vm("alpha", "beta", name, check=True)
         await asyncio.to_thread(guest_write, disk, DATA_AT, 1 << 20)
         app = KVMCloneApp(["alpha", "beta"], config=slow)
         async with app.run_test(size=SIZE) as pilot:
@@ -217,7 +217,7 @@ async def test_sync_with_a_checkpoint_then_revert_from_the_session(
     before = tmp_path / "before.qcow2"
     try:
         async with KVMCloneClient(lab_config) as client:
-            await client.clone_vm("alpha", "beta", name)
+            await client.clone_vm("alpha", "beta", name, check=True)
         await asyncio.to_thread(shutil.copyfile, disk, before)  # the clone's guest data now
         await asyncio.to_thread(guest_write, disk, DATA_AT, 192 * KiB)
         clone = lab.layout.host_path("beta", f"{IMAGES}/{name}-vda.qcow2")

@@ -222,7 +222,7 @@ class SyncView(JobWidget[RunEnding]):
                 target_name=pair.target, mode=settings.mode, checkpoint=settings.checkpoint
             )
             result = await runner.sync_vm(
-                pair.source, pair.dest, pair.vm, options, on_event=self.report
+                pair.source, pair.dest, pair.vm, options, on_event=self.report, check=True
             )
         except asyncio.CancelledError:
             self.end(RunEnding(JobStatus.CANCELLED, None, []))
