@@ -77,9 +77,11 @@ def parse_result(text: str | bytes) -> dict[str, Any]:
     try:
         obj = json.loads(lines[-1])
     except (IndexError, ValueError):
-        raise AgentFailure("protocol", f"agent printed no JSON result: {text!r:.200}") from None
+        raise AgentFailure(
+            "protocol", f"host agent printed no JSON result: {text!r:.200}"
+        ) from None
     if not isinstance(obj, dict):
-        raise AgentFailure("protocol", f"agent result is not an object: {obj!r:.200}")
+        raise AgentFailure("protocol", f"host agent result is not an object: {obj!r:.200}")
     if "error" in obj:
         raise AgentFailure(str(obj.get("kind", "unknown")), str(obj["error"]), obj)
     return obj

@@ -86,9 +86,11 @@ class RemoteAgent:
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
-            raise HostError(self.host.name, f"agent install said {done.stdout!r:.200}") from None
+            raise HostError(
+                self.host.name, f"host agent install said {done.stdout!r:.200}"
+            ) from None
         if not isinstance(answer, dict):
-            raise HostError(self.host.name, f"agent install said {answer!r:.200}")
+            raise HostError(self.host.name, f"host agent install said {answer!r:.200}")
         return answer
 
     async def argv(self, args: Sequence[str]) -> list[str]:

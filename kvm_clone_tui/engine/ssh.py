@@ -241,7 +241,7 @@ async def connect(
             raise AuthenticationError(
                 spec.original,
                 f"authentication failed ({exc.reason}); check the user and that your key is in "
-                "the agent or named by IdentityFile in your ssh config",
+                "your SSH agent or named by IdentityFile in your ssh config",
             ) from exc
         except socket.gaierror as exc:
             raise HostUnreachableError(
