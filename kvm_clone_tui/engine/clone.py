@@ -131,24 +131,7 @@ async def run_clone(
         raise CloneRefused(plan)
     started_at = time.monotonic()
     if plan.already_done:
-        _Events(plan.job_id, on_event, None).step(
-            "done", f"{plan.new_name} on {plan.dest_host} is already a clone of {plan.vm.name}"
-        )
-        return CloneResult(
-            plan.job_id,
-            plan.source_host,
-            plan.dest_host,
-            plan.vm.name,
-            plan.new_name,
-            "",
-            "none",
-            (),
-            0,
-            0.0,
-            False,
-            True,
-            tuple(w.message for w in plan.warnings),
-        )
+        return _already_done(plan, on_event)
     journal = _journal_for(plan)
     events = _Events(plan.job_id, on_event, None)  # no journal file until the hosts answer
     try:
@@ -161,55 +144,142 @@ async def run_clone(
     journal.step(PLANNED, plan.describe())
     dst_agent = RemoteAgent(dst)
     try:
-        for warning in plan.warnings:
-            events.step("warning", warning.message)
-        if adopt is not None:
-            await adopt_staged(hosts, dst, journal, adopt, plan.total_bytes, events.step)
-        await _stage_tpm(src, dst, plan, journal, events)
-        plan = await clone_checkpoint.before_copy(src, plan, journal)
-        if journal.record.source_checkpoint:
-            events.step("stage", f"checkpoint {journal.record.source_checkpoint} on the source")
+        plan = await _stage(hosts, src, dst, plan, journal, events, adopt)
         results, route = await _copy_all(src, dst, dst_agent, plan, journal, events)
-        journal.step(COPIED, "every file arrived and its hash matched")
-        events.step("verify", ", ".join(f"{r.label} {r.digest[:16]}" for r in results))
+        _verified(journal, events, results)
         await _rebase(dst, plan, events)
-        xml = plan.dest_xml
-        journal.step(COMMITTING, "renaming staged files and defining the VM")
-        if plan.replace_existing:
-            await _move_replaced_aside(dst, dst_agent, plan, journal, events)
-        for staged in journal.record.files:
-            await dst_agent.rename(staged.staging, staged.final, root=plan.pool_path)
-            staged.committed = True
-            journal.save()
-        await commit_tpm_state(dst, journal)
-        await dst.define(xml)
-        journal.record.defined = True
-        journal.step(COMMITTED, f"{plan.new_name} defined on {plan.dest_host}")
-        events.step("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})")
-        await _record_checkpoint(dst, plan, journal, events)
-        for aside in journal.record.replaced_files:
-            await dst_agent.remove(aside.staging, root=plan.pool_path, missing_ok=True)
-        await drop_replaced_tpm_state(dst, journal.record.replaced_xml)
-        started = False
-        if plan.options.start:
-            await dst.start(plan.new_uuid)
-            started = True
-            events.step("start", f"{plan.new_name} started")
-        journal.step(DONE, "clone complete")
-        events.step("done", f"cloned {plan.vm.name} to {plan.dest_host} as {plan.new_name}")
+        await _commit(dst, dst_agent, plan, journal, events)
+        started = await _post_commit(dst, dst_agent, plan, journal, events)
     except BaseException as exc:
-        cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
-        events.step("failed", "cancelled" if cancelled else str(exc))
-        if keep_for_resume(plan, journal):
-            _keep_for_resume(journal, events, "cancelled" if cancelled else str(exc))
-            if isinstance(exc, Exception):
-                raise CloneFailed(plan.job_id, staged_paths(journal), exc) from exc
-            raise
-        if not auto_rollback and not cancelled and isinstance(exc, Exception):
-            journal.step(FAILED, f"kept for the operator to decide: {exc}")
-            raise CloneFailed(plan.job_id, staged_paths(journal), exc) from exc
-        await asyncio.shield(rollback(hosts, journal, events))
+        failure = await _on_failure(hosts, plan, journal, events, exc, auto_rollback)
+        if failure is not None:
+            raise failure from exc
         raise
+    return _result(plan, journal, events, results, route, started, started_at)
+
+
+def _already_done(plan: ClonePlan, on_event: EventCallback | None) -> CloneResult:
+    """The destination already holds this clone (``--idempotent``): nothing to do."""
+    _Events(plan.job_id, on_event, None).step(
+        "done", f"{plan.new_name} on {plan.dest_host} is already a clone of {plan.vm.name}"
+    )
+    return CloneResult(
+        plan.job_id,
+        plan.source_host,
+        plan.dest_host,
+        plan.vm.name,
+        plan.new_name,
+        "",
+        "none",
+        (),
+        0,
+        0.0,
+        False,
+        True,
+        tuple(w.message for w in plan.warnings),
+    )
+
+
+async def _stage(
+    hosts: Hosts,
+    src: Host,
+    dst: Host,
+    plan: ClonePlan,
+    journal: Journal,
+    events: _Events,
+    adopt: Journal | None,
+) -> ClonePlan:
+    """Stage phase: warnings, an adopted job's files, the TPM state, the source checkpoint."""
+    for warning in plan.warnings:
+        events.step("warning", warning.message)
+    if adopt is not None:
+        await adopt_staged(hosts, dst, journal, adopt, plan.total_bytes, events.step)
+    await _stage_tpm(src, dst, plan, journal, events)
+    plan = await clone_checkpoint.before_copy(src, plan, journal)
+    if journal.record.source_checkpoint:
+        events.step("stage", f"checkpoint {journal.record.source_checkpoint} on the source")
+    return plan
+
+
+def _verified(journal: Journal, events: _Events, results: list[TransferResult]) -> None:
+    """Verify phase: every stream's hash was checked by its receiver; journal and say so."""
+    journal.step(COPIED, "every file arrived and its hash matched")
+    events.step("verify", ", ".join(f"{r.label} {r.digest[:16]}" for r in results))
+
+
+async def _commit(
+    dst: Host, dst_agent: RemoteAgent, plan: ClonePlan, journal: Journal, events: _Events
+) -> None:
+    """Commit phase: move a replaced VM aside, rename the staged files, define the clone."""
+    xml = plan.dest_xml
+    journal.step(COMMITTING, "renaming staged files and defining the VM")
+    if plan.replace_existing:
+        await _move_replaced_aside(dst, dst_agent, plan, journal, events)
+    for staged in journal.record.files:
+        await dst_agent.rename(staged.staging, staged.final, root=plan.pool_path)
+        staged.committed = True
+        journal.save()
+    await commit_tpm_state(dst, journal)
+    await dst.define(xml)
+    journal.record.defined = True
+    journal.step(COMMITTED, f"{plan.new_name} defined on {plan.dest_host}")
+    events.step("define", f"{plan.new_name} defined on {plan.dest_host} ({plan.new_uuid})")
+
+
+async def _post_commit(
+    dst: Host, dst_agent: RemoteAgent, plan: ClonePlan, journal: Journal, events: _Events
+) -> bool:
+    """Post-commit phase: record the checkpoint, drop what --force replaced, start if asked.
+
+    Returns whether the clone was started.
+    """
+    await _record_checkpoint(dst, plan, journal, events)
+    for aside in journal.record.replaced_files:
+        await dst_agent.remove(aside.staging, root=plan.pool_path, missing_ok=True)
+    await drop_replaced_tpm_state(dst, journal.record.replaced_xml)
+    started = False
+    if plan.options.start:
+        await dst.start(plan.new_uuid)
+        started = True
+        events.step("start", f"{plan.new_name} started")
+    journal.step(DONE, "clone complete")
+    events.step("done", f"cloned {plan.vm.name} to {plan.dest_host} as {plan.new_name}")
+    return started
+
+
+async def _on_failure(
+    hosts: Hosts,
+    plan: ClonePlan,
+    journal: Journal,
+    events: _Events,
+    exc: BaseException,
+    auto_rollback: bool,
+) -> CloneFailed | None:
+    """After a failure or cancellation: keep the staged files (to resume, or for the operator
+    to decide) or roll back. Returns the :class:`CloneFailed` to raise, None to re-raise."""
+    cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+    events.step("failed", "cancelled" if cancelled else str(exc))
+    if keep_for_resume(plan, journal):
+        _keep_for_resume(journal, events, "cancelled" if cancelled else str(exc))
+        if isinstance(exc, Exception):
+            return CloneFailed(plan.job_id, staged_paths(journal), exc)
+        return None
+    if not auto_rollback and not cancelled and isinstance(exc, Exception):
+        journal.step(FAILED, f"kept for the operator to decide: {exc}")
+        return CloneFailed(plan.job_id, staged_paths(journal), exc)
+    await asyncio.shield(rollback(hosts, journal, events))
+    return None
+
+
+def _result(
+    plan: ClonePlan,
+    journal: Journal,
+    events: _Events,
+    results: list[TransferResult],
+    route: str,
+    started: bool,
+    started_at: float,
+) -> CloneResult:
     return CloneResult(
         job_id=plan.job_id,
         source_host=plan.source_host,
@@ -258,14 +328,10 @@ async def _stage_tpm(
 async def _copy_all(
     src: Host, dst: Host, dst_agent: RemoteAgent, plan: ClonePlan, journal: Journal, events: _Events
 ) -> tuple[list[TransferResult], str]:
+    """Copy phase: every file into its staged name (a live source through a backup job);
+    returns the transfer results and the route that was used."""
     src_agent = RemoteAgent(src)
-    options = TransferOptions(
-        direct=plan.direct,
-        compress=plan.compress,
-        bandwidth_limit=plan.options.bandwidth_limit,
-        verify=plan.options.verify,
-        no_progress_timeout=plan.options.no_progress_timeout,
-    )
+    options = _transfer_options(plan)
     journal.step(COPYING, f"route {plan.route}: {plan.route_reason}")
     events.step(
         "stage",
@@ -278,19 +344,7 @@ async def _copy_all(
     index_digest = await shared_digest(src_agent, dst_agent)  # what a hash-mode sync will use
 
     async def one(file: FilePlan) -> TransferResult:
-        from_file = not file.live_export and file.raw_staging_path is None
-        item = FileTransfer(
-            file.label,
-            file.source_path,
-            file.raw_staging_path or file.staging_path,
-            plan.pool_path,
-            file.size,
-            file.allocated,
-            nbd_socket=live.socket if live is not None and file.live_export else None,
-            nbd_export=file.live_export,
-            keep_partial=True,  # a kill -9 leaves what arrived for a resume (or a rollback)
-            index=index_digest if from_file and file.role == "disk" else None,
-        )
+        item = _file_transfer(plan, file, live, index_digest)
         copy = _copier(journal, file, events)
         async with gate:
             try:
@@ -307,37 +361,88 @@ async def _copy_all(
                 )
 
     if plan.live:
-        journal.record.temporaries = [f.raw_staging_path for f in plan.files if f.raw_staging_path]
-        journal.record.source_backup = True
-        journal.save()
-        exports = [f.live_export for f in plan.files if f.live_export]
-        first = next(f.source_path for f in plan.files if f.live_export)
-        live = await backup_begin(
-            src,
-            plan.vm.name,
-            plan.job_id,
-            exports,
-            [d.target for d in plan.vm.disks],
-            posixpath.dirname(first),
-            checkpoint_xml=clone_checkpoint.live_xml(plan, journal),
-        )
-        events.consistency = live.consistency
-        events.step(
-            "stage", f"{plan.vm.name} keeps running: point in time taken ({live.consistency})"
-        )
+        live = await _begin_live_source(src, plan, journal, events)
     tasks = [asyncio.ensure_future(one(f)) for f in plan.files]
     try:
-        results = list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        results = await _gather_or_cancel(tasks)
     finally:
         if live is not None:
             await asyncio.shield(backup_end(src, plan.vm.name))
             journal.record.source_backup = False
             journal.save()
+    await _convert_raw_staged(dst, dst_agent, plan, events)
+    route = "relay" if state["options"].direct is None else "direct"
+    return results, route
+
+
+def _transfer_options(plan: ClonePlan) -> TransferOptions:
+    return TransferOptions(
+        direct=plan.direct,
+        compress=plan.compress,
+        bandwidth_limit=plan.options.bandwidth_limit,
+        verify=plan.options.verify,
+        no_progress_timeout=plan.options.no_progress_timeout,
+    )
+
+
+def _file_transfer(
+    plan: ClonePlan, file: FilePlan, live: LiveSource | None, index_digest: str
+) -> FileTransfer:
+    """What to copy for ``file``: from the source file, or from the live source's export."""
+    from_file = not file.live_export and file.raw_staging_path is None
+    return FileTransfer(
+        file.label,
+        file.source_path,
+        file.raw_staging_path or file.staging_path,
+        plan.pool_path,
+        file.size,
+        file.allocated,
+        nbd_socket=live.socket if live is not None and file.live_export else None,
+        nbd_export=file.live_export,
+        keep_partial=True,  # a kill -9 leaves what arrived for a resume (or a rollback)
+        index=index_digest if from_file and file.role == "disk" else None,
+    )
+
+
+async def _begin_live_source(
+    src: Host, plan: ClonePlan, journal: Journal, events: _Events
+) -> LiveSource:
+    """A running source: journal the temporaries, take the point in time (a backup job)."""
+    journal.record.temporaries = [f.raw_staging_path for f in plan.files if f.raw_staging_path]
+    journal.record.source_backup = True
+    journal.save()
+    exports = [f.live_export for f in plan.files if f.live_export]
+    first = next(f.source_path for f in plan.files if f.live_export)
+    live = await backup_begin(
+        src,
+        plan.vm.name,
+        plan.job_id,
+        exports,
+        [d.target for d in plan.vm.disks],
+        posixpath.dirname(first),
+        checkpoint_xml=clone_checkpoint.live_xml(plan, journal),
+    )
+    events.consistency = live.consistency
+    events.step("stage", f"{plan.vm.name} keeps running: point in time taken ({live.consistency})")
+    return live
+
+
+async def _gather_or_cancel(tasks: list[asyncio.Task[TransferResult]]) -> list[TransferResult]:
+    """The results of all ``tasks``; when one fails (or this is cancelled) the rest are
+    cancelled and awaited before the error propagates."""
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _convert_raw_staged(
+    dst: Host, dst_agent: RemoteAgent, plan: ClonePlan, events: _Events
+) -> None:
+    """Convert the raw files a live copy staged into their final format (then drop them)."""
     for file in plan.files:
         raw = file.raw_staging_path
         if raw is not None:
@@ -357,8 +462,6 @@ async def _copy_all(
             )
             await dst_agent.remove(raw, root=plan.pool_path, missing_ok=True)
             events.step("stage", f"{file.label}: converted to {file.format}")
-    route = "relay" if state["options"].direct is None else "direct"
-    return results, route
 
 
 def _copier(

@@ -12,7 +12,8 @@ finds its state by the domain's UUID, and the planner copies that state under th
 The input is untrusted: documents with a DOCTYPE (and so any entity declaration) are refused
 before they are parsed into a tree. Unknown elements are kept, and namespace prefixes keep the
 names they had in the source (``qemu:``, ``libosinfo:``...); the output is serialised by this
-module so that no process-wide ElementTree state is touched.
+module so that no process-wide ElementTree state is touched (parsing and serialising are in
+``engine/xml_roundtrip.py``).
 """
 
 from __future__ import annotations
@@ -26,19 +27,24 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from xml.parsers import expat
 
 from kvm_clone_tui.api.validation import (
     ValidationError,
     validate_remote_path,
     validate_vm_name,
 )
+from kvm_clone_tui.engine.xml_roundtrip import (
+    KVMCLONE_NS,
+    RewriteError,
+    insert_after,
+    insert_child,
+    parse_domain,
+    remove_child,
+    serialize_domain,
+)
 
-KVMCLONE_NS = "https://github.com/kvm-clone/ns/1"
-KVMCLONE_PREFIX = "kvmclone"
 MAC_PREFIX = "52:54:00"
 
-_XML_NS = "http://www.w3.org/XML/1998/namespace"
 _QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 _CLONE_TAG = f"{{{KVMCLONE_NS}}}clone"
 # Directories where libvirt creates per-domain channel sockets itself (older libvirt wrote the
@@ -54,10 +60,6 @@ _NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
 # Characters XML 1.0 cannot carry at all, not even as character references.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _WILDCARD_LISTEN = frozenset({"0.0.0.0", "::", "127.0.0.1", "::1", "localhost"})
-
-
-class RewriteError(ValueError):
-    """The domain cannot be cloned as it is; the message names the disk or element and why."""
 
 
 @dataclass(frozen=True)
@@ -98,90 +100,6 @@ class RewriteResult:
     xml: str
     warnings: tuple[str, ...]
     macs: tuple[tuple[str | None, str], ...]  # (old MAC, new MAC) per <interface>, in order
-
-
-# --- parsing -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Parsed:
-    root: ET.Element
-    root_namespaces: list[tuple[str, str]]  # (prefix, uri) declared on the root element
-    prefixes: dict[str, str]  # uri -> the first prefix the document gave it ('' = default)
-
-
-def _refuse_dtd(*_args: object) -> None:
-    raise RewriteError("domain XML with a DOCTYPE or entity declarations is refused")
-
-
-def _parse(xml: str) -> _Parsed:
-    """Parse untrusted domain XML: no DTD, a <domain> root, namespace prefixes remembered."""
-    if not isinstance(xml, str):
-        raise RewriteError(f"domain XML must be a string, not {type(xml).__name__}")
-    root_namespaces: list[tuple[str, str]] = []
-    prefixes: dict[str, str] = {}
-    started = False
-
-    def start_ns(prefix: str | None, uri: str | None) -> None:
-        if uri:
-            prefixes.setdefault(uri, prefix or "")
-            if not started:
-                root_namespaces.append((prefix or "", uri))
-
-    def start_element(*_args: object) -> None:
-        nonlocal started
-        started = True
-
-    # First pass with a bare expat parser: it stops at the DOCTYPE before any declaration in it
-    # is read, and it reports namespace declarations (ElementTree resolves and forgets them).
-    scanner = expat.ParserCreate(namespace_separator="}")
-    scanner.StartDoctypeDeclHandler = _refuse_dtd
-    scanner.EntityDeclHandler = _refuse_dtd
-    scanner.StartNamespaceDeclHandler = start_ns
-    scanner.StartElementHandler = start_element
-    try:
-        scanner.Parse(xml, True)
-        root = ET.fromstring(xml)
-    except (expat.ExpatError, ET.ParseError) as exc:
-        raise RewriteError(f"malformed domain XML: {exc}") from None
-    if root.tag != "domain":
-        raise RewriteError(f"expected a <domain> document, got <{root.tag}>")
-    return _Parsed(root, root_namespaces, prefixes)
-
-
-# --- small tree helpers --------------------------------------------------------------------
-
-
-def _remove(parent: ET.Element, child: ET.Element) -> None:
-    """Remove ``child`` and keep the indentation of what follows it."""
-    children = list(parent)
-    index = children.index(child)
-    if index > 0:
-        children[index - 1].tail = child.tail
-    else:
-        parent.text = child.tail
-    parent.remove(child)
-
-
-def _insert(parent: ET.Element, index: int, child: ET.Element) -> None:
-    """Insert ``child`` at ``index`` with the indentation its new siblings have."""
-    children = list(parent)
-    if children:
-        if index < len(children):
-            child.tail = parent.text if index == 0 else children[index - 1].tail
-        else:
-            child.tail = children[-1].tail
-            children[-1].tail = parent.text if len(children) == 1 else children[-2].tail
-    parent.insert(index, child)
-
-
-def _insert_after(parent: ET.Element, tags: tuple[str, ...], child: ET.Element) -> None:
-    """Insert ``child`` after the last child whose tag is in ``tags`` (else first)."""
-    index = 0
-    for position, existing in enumerate(parent):
-        if existing.tag in tags:
-            index = position + 1
-    _insert(parent, index, child)
 
 
 def _target_dev(disk: ET.Element) -> str | None:
@@ -304,11 +222,11 @@ class _Rewriter:
         uuid = root.find("uuid")
         if uuid is None:
             uuid = ET.Element("uuid")
-            _insert_after(root, ("name",), uuid)
+            insert_after(root, ("name",), uuid)
         uuid.text = self.new_uuid
         root.attrib.pop("id", None)  # a running domain's id (<domain id='5'>)
         for element in root.findall("id"):
-            _remove(root, element)
+            remove_child(root, element)
         genid = root.find("genid")
         if genid is not None:  # an empty <genid/> makes libvirt generate a new generation ID
             genid.text = None
@@ -322,7 +240,7 @@ class _Rewriter:
             if seclabel.get("type") == "dynamic":
                 for child in list(seclabel):
                     if child.tag in ("label", "imagelabel"):
-                        _remove(seclabel, child)
+                        remove_child(seclabel, child)
 
     def firmware(self) -> None:
         os_element = self.root.find("os")
@@ -425,24 +343,24 @@ class _Rewriter:
         driver = disk.find("driver")
         if driver is None:
             driver = ET.Element("driver", {"name": "qemu"})
-            _insert(disk, 0, driver)
+            insert_child(disk, 0, driver)
         driver.set("type", mapping.new_format)
         for tag in ("backingStore", "mirror"):
             for element in disk.findall(tag):
-                _remove(disk, element)
+                remove_child(disk, element)
         self.copied.add(dev)
 
     def removable(self, disk: ET.Element, dev: str, device: str) -> None:
         source = disk.find("source")
         for element in disk.findall("backingStore"):
-            _remove(disk, element)
+            remove_child(disk, element)
         if source is None:
             return  # empty drive: stays empty
         source_type = disk.get("type", "file")
         if source_type in ("file", "block"):
             path = source.get("file" if source_type == "file" else "dev")
             if not path:
-                _remove(disk, source)
+                remove_child(disk, source)
                 return
             if path in self.options.cdrom_paths_present:
                 source.attrib.pop("index", None)
@@ -454,9 +372,9 @@ class _Rewriter:
             reason = f"the pool volume {source.get('pool')}/{source.get('volume')} is not kept"
         else:
             reason = f"its {source_type!r} source is not kept"
-        _remove(disk, source)
+        remove_child(disk, source)
         for element in disk.findall("auth"):
-            _remove(disk, element)
+            remove_child(disk, element)
         disk.set("type", "file")
         self.warn(f"{device} {dev}: {reason}; ejected")
 
@@ -478,7 +396,7 @@ class _Rewriter:
             mac = interface.find("mac")
             if mac is None:
                 mac = ET.Element("mac")
-                _insert(interface, 0, mac)
+                insert_child(interface, 0, mac)
             mac.set("address", new_mac)
             self.macs.append((old_mac, new_mac))
 
@@ -603,14 +521,14 @@ class _Rewriter:
         metadata = self.root.find("metadata")
         if metadata is not None:
             for element in metadata.findall(_CLONE_TAG):
-                _remove(metadata, element)
+                remove_child(metadata, element)
         if not self.options.metadata:
             return
         if metadata is None:
             metadata = ET.Element("metadata")
-            _insert_after(self.root, ("name", "uuid", "genid", "title", "description"), metadata)
+            insert_after(self.root, ("name", "uuid", "genid", "title", "description"), metadata)
         clone = ET.Element(_CLONE_TAG, dict(self.options.metadata))
-        _insert(metadata, len(metadata), clone)
+        insert_child(metadata, len(metadata), clone)
 
 
 def rewrite_domain(source_xml: str, options: RewriteOptions) -> RewriteResult:
@@ -620,10 +538,10 @@ def rewrite_domain(source_xml: str, options: RewriteOptions) -> RewriteResult:
     cannot be cloned (see the module documentation); the message names the disk or element.
     """
     new_uuid = _check_options(options)
-    parsed = _parse(source_xml)
+    parsed = parse_domain(source_xml)
     rewriter = _Rewriter(parsed.root, options, new_uuid)
     rewriter.run()
-    xml = _serialize(parsed)
+    xml = serialize_domain(parsed)
     return RewriteResult(xml=xml, warnings=tuple(rewriter.warnings), macs=tuple(rewriter.macs))
 
 
@@ -632,120 +550,11 @@ def read_clone_metadata(xml: str) -> dict[str, str]:
 
     Raises :class:`RewriteError` for malformed XML or a document with a DOCTYPE.
     """
-    root = _parse(xml).root
+    root = parse_domain(xml).root
     clone = root.find(f"metadata/{_CLONE_TAG}")
     if clone is None:
         return {}
     return {key: value for key, value in clone.attrib.items() if not key.startswith("{")}
-
-
-# --- serialising with the document's own namespace prefixes ---------------------------------
-
-
-def _escape_text(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-    )
-
-
-def _escape_attribute(value: str) -> str:
-    return _escape_text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
-
-
-class _Writer:
-    """Serialise an ElementTree, naming namespaces with the prefixes the source document used."""
-
-    def __init__(self, prefixes: Mapping[str, str]) -> None:
-        self.prefixes = {**prefixes, KVMCLONE_NS: KVMCLONE_PREFIX}
-        self.parts: list[str] = []
-
-    def _qualify(self, name: str, state: _ElementScope, attribute: bool) -> str:
-        """The prefixed name for a Clark-notation ``name``, declaring its namespace if needed."""
-        scope = state.scope
-        if not name.startswith("{"):
-            if not attribute and scope.get("", ""):
-                state.declare("", "")  # an unqualified element inside a default namespace
-            return name
-        uri, local = name[1:].split("}", 1)
-        if uri == _XML_NS:
-            return f"xml:{local}"
-        preferred = self.prefixes.get(uri)
-        in_scope = sorted(p for p, u in scope.items() if u == uri and p != preferred)
-        for prefix in ([preferred] if preferred is not None else []) + in_scope:
-            if scope.get(prefix) == uri and (prefix or not attribute):
-                state.used.add(prefix)
-                return f"{prefix}:{local}" if prefix else local
-        prefix = preferred or ""
-        if (
-            preferred is None
-            or (attribute and not prefix)
-            or prefix.lower().startswith("xml")
-            or (prefix in state.used and scope.get(prefix) != uri)
-        ):
-            number = 0
-            while f"ns{number}" in scope:
-                number += 1
-            prefix = f"ns{number}"
-        state.declare(prefix, uri)
-        state.used.add(prefix)
-        return f"{prefix}:{local}" if prefix else local
-
-    def element(
-        self,
-        element: ET.Element,
-        scope: Mapping[str, str],
-        initial: list[tuple[str, str]] | None = None,
-    ) -> None:
-        """Write ``element`` and its subtree (comments and processing instructions are dropped)."""
-        if not isinstance(element.tag, str):
-            return
-        state = _ElementScope(dict(scope))
-        for prefix, uri in initial or ():
-            if state.scope.get(prefix) != uri:
-                state.declare(prefix, uri)
-        name = self._qualify(element.tag, state, attribute=False)
-        attributes = [
-            (self._qualify(key, state, attribute=True), value)
-            for key, value in element.attrib.items()
-        ]
-        parts = self.parts
-        parts.append(f"<{name}")
-        for prefix, uri in state.declarations:
-            xmlns = f"xmlns:{prefix}" if prefix else "xmlns"
-            parts.append(f' {xmlns}="{_escape_attribute(uri)}"')
-        for key, value in attributes:
-            parts.append(f' {key}="{_escape_attribute(value)}"')
-        if not element.text and not len(element):
-            parts.append("/>")
-            return
-        parts.append(">")
-        if element.text:
-            parts.append(_escape_text(element.text))
-        for child in element:
-            self.element(child, state.scope)
-            if child.tail:
-                parts.append(_escape_text(child.tail))
-        parts.append(f"</{name}>")
-
-
-@dataclass
-class _ElementScope:
-    """The namespace bindings in force on one element while it is written."""
-
-    scope: dict[str, str]  # prefix ('' = default) -> uri
-    declarations: list[tuple[str, str]] = field(default_factory=list)
-    used: set[str] = field(default_factory=set)  # prefixes this element's names rely on
-
-    def declare(self, prefix: str, uri: str) -> None:
-        self.scope[prefix] = uri
-        self.declarations = [(p, u) for p, u in self.declarations if p != prefix]
-        self.declarations.append((prefix, uri))
-
-
-def _serialize(parsed: _Parsed) -> str:
-    writer = _Writer(parsed.prefixes)
-    writer.element(parsed.root, {}, initial=parsed.root_namespaces)
-    return "".join(writer.parts) + "\n"
 
 
 __all__ = [

@@ -142,12 +142,33 @@ class _SyncRun:
 
     async def go(self, started: float) -> SyncResult:
         plan = self.plan
-        self.src = await self.hosts.host(plan.source_host)
-        self.dst = await self.hosts.host(plan.dest_host)
-        self.src_agent, self.dst_agent = RemoteAgent(self.src), RemoteAgent(self.dst)
+        await self._connect()
         old_xml = await self.dst.domain_xml(plan.target, inactive=True)
         meta = read_clone_metadata(old_xml)
         await self._forget_interrupted(meta)
+        await self._undo_interrupted_checkpointed()
+        await self._begin_checkpoint(old_xml, meta)
+        await self._mark_in_progress(meta)
+        try:
+            files = await self._transfer()
+        except BaseException as exc:
+            cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+            self.emit("failed", "cancelled" if cancelled else str(exc))
+            await asyncio.shield(self._after_failure(old_xml))
+            raise
+        self.emit("verify", "every changed block arrived and its hash matched")
+        await self._define()
+        await self._mark_synced(meta)
+        return self._result(files, started)
+
+    async def _connect(self) -> None:
+        self.src = await self.hosts.host(self.plan.source_host)
+        self.dst = await self.hosts.host(self.plan.dest_host)
+        self.src_agent, self.dst_agent = RemoteAgent(self.src), RemoteAgent(self.dst)
+
+    async def _undo_interrupted_checkpointed(self) -> None:
+        """Put back a clone that a cut-off ``--checkpoint`` sync left half written, then drop
+        the previous sync's checkpoint (only the last one counts)."""
         earlier = await sync_undo.read_manifest(self.dst, self.manifest_path)
         if earlier is not None and earlier.get("state") == "syncing":
             # A checkpointed sync was cut off before it could put the clone back: do it now,
@@ -160,6 +181,10 @@ class _SyncRun:
             )
         if await sync_undo.discard(self.dst, self.dst_agent, self.manifest_path):
             self.emit("stage", "the previous sync's checkpoint is discarded (only the last counts)")
+
+    async def _begin_checkpoint(self, old_xml: str, meta: dict[str, str]) -> None:
+        """With ``--checkpoint``: start the manifest that can put the clone back."""
+        plan = self.plan
         if plan.options.checkpoint:
             self.manifest = await sync_undo.begin(
                 self.dst_agent,
@@ -171,6 +196,10 @@ class _SyncRun:
                 metadata=meta,
                 files=sync_undo.undo_files(plan),
             )
+
+    async def _mark_in_progress(self, meta: dict[str, str]) -> None:
+        """Mark the clone ``sync-state="in-progress"`` before anything is written."""
+        plan = self.plan
         working = {**meta, "sync-state": "in-progress", "sync-job": plan.job_id}
         working["sync-mode"] = plan.mode
         if plan.new_checkpoint:
@@ -180,14 +209,10 @@ class _SyncRun:
         self.emit(
             "plan", f"mode {plan.mode}: {plan.mode_reason}; {plan.route}: {plan.route_reason}"
         )
-        try:
-            files = await self._transfer()
-        except BaseException as exc:
-            cancelled = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
-            self.emit("failed", "cancelled" if cancelled else str(exc))
-            await asyncio.shield(self._after_failure(old_xml))
-            raise
-        self.emit("verify", "every changed block arrived and its hash matched")
+
+    async def _define(self) -> None:
+        """Define the clone after the source's definition (stale bitmaps stripped first)."""
+        plan = self.plan
         if plan.mode == "hash":
             for pair in plan.pairs:
                 if dict(plan.dest_formats).get(pair.label) == "qcow2":
@@ -196,6 +221,11 @@ class _SyncRun:
         xml = plan.dest_xml
         await self.dst.define(xml)
         self.emit("define", f"{plan.target}'s definition follows {plan.vm.name}'s")
+
+    async def _mark_synced(self, meta: dict[str, str]) -> None:
+        """Record the finished sync: stamp and checkpoint in the metadata, the manifest sealed,
+        the previous checkpoint dropped."""
+        plan = self.plan
         stamp = await sync_undo.disk_stamp(self.dst_agent, [p.dest_path for p in plan.pairs])
         final = {k: v for k, v in meta.items() if k not in ("sync-job", "sync-pending")}
         final.update({"sync-state": "synced", "sync-mode": plan.mode, "dest-stamp": stamp})
@@ -214,6 +244,9 @@ class _SyncRun:
                 f"checkpoint {plan.new_checkpoint} on {plan.source_host}: the "
                 "next sync can move only what changes from now on",
             )
+
+    def _result(self, files: list[FileSync], started: float) -> SyncResult:
+        plan = self.plan
         changed = sum(f.changed_bytes for f in files)
         self.emit(
             "done",
@@ -399,96 +432,125 @@ class _SyncRun:
         plan = self.plan
         base, new = plan.base_checkpoint, plan.new_checkpoint
         assert base is not None and new is not None
-        sources: dict[str, tuple[str, str, str]] = {}
         live = False
         if plan.source_running:
-            xml = checkpoints.checkpoint_xml(new, plan.bitmap_disks, plan.all_targets)
-            source = await backup_begin(
-                self.src,
-                plan.vm.name,
-                plan.job_id,
-                [p.label for p in pairs],
-                plan.all_targets,
-                posixpath.dirname(pairs[0].source_path),
-                checkpoint_xml=xml,
-                incremental=base,
-            )
-            live, self.created_checkpoint = True, True
-            self.consistency = source.consistency
-            self.emit(
-                "stage", f"{plan.vm.name} keeps running: point in time taken ({source.consistency})"
-            )
-            for pair in pairs:
-                if pair.label not in source.bitmaps:
-                    raise KVMCloneError(f"libvirt exported no dirty bitmap for {pair.label}")
-                sources[pair.label] = (source.socket, pair.label, source.bitmaps[pair.label])
+            sources = await self._live_bitmap_sources(pairs, base, new)
+            live = True
         else:
-            await checkpoints.create_offline(
-                self.src, plan.vm.name, new, plan.bitmap_disks, plan.all_targets
-            )
-            self.created_checkpoint = True
-            for pair in pairs:
-                export = await nbd_export.serve(
-                    self.src,
-                    pair.source_path,
-                    "qcow2",
-                    f"{plan.job_id}-{pair.label}-read",
-                    writable=False,
-                    bitmap=base,
-                )
-                self.exports.append(export)
-                sources[pair.label] = (export.socket, export.export, f"qemu:dirty-bitmap:{base}")
-        sizes, formats = dict(plan.virtual_sizes), dict(plan.dest_formats)
-
-        async def one(pair: FilePair) -> FileSync:
-            socket, export_name, context = sources[pair.label]
-            writer: nbd_export.NBDExport | None = None
-            async with gate:
-                if formats.get(pair.label) == "qcow2":
-                    writer = await nbd_export.serve(
-                        self.dst,
-                        pair.dest_path,
-                        "qcow2",
-                        f"{plan.job_id}-{pair.label}-write",
-                        writable=True,
-                    )
-                    self.exports.append(writer)
-                item = FileTransfer(
-                    pair.label,
-                    pair.source_path,
-                    pair.dest_path,
-                    posixpath.dirname(pair.dest_path),
-                    sizes[pair.label],
-                    0,
-                    nbd_socket=socket,
-                    nbd_export=export_name,
-                    nbd_dirty=context,
-                    inplace=True,
-                    dest_nbd_socket=writer.socket if writer else None,
-                    dest_nbd_export=writer.export if writer else None,
-                    undo_path=undo.get(pair.label),
-                )
-                result = await self._copy(item)
-                if writer is not None:
-                    await nbd_export.stop(writer)  # the image is closed and flushed
-                self.emit("plan", f"{pair.label}: {format_bytes(result.bytes_written)} changed")
-                bs = plan.options.block_size
-                changed = result.bytes_written
-                size = sizes[pair.label]
-                return FileSync(
-                    pair.label,
-                    -(-size // bs),
-                    -(-changed // bs),
-                    changed,
-                    result.bytes_written,
-                    size,
-                )
-
+            sources = await self._offline_bitmap_sources(pairs, base, new)
         try:
-            return list(await asyncio.gather(*(one(p) for p in pairs)))
+            return list(
+                await asyncio.gather(*(self._bitmap_one(p, sources, undo, gate) for p in pairs))
+            )
         finally:
             if live:
                 await asyncio.shield(backup_end(self.src, plan.vm.name))
             for export in self.exports:
                 if export.host is self.src:
                     await nbd_export.stop_quietly(export)
+
+    async def _live_bitmap_sources(
+        self, pairs: list[FilePair], base: str, new: str
+    ) -> dict[str, tuple[str, str, str]]:
+        """A running source: an incremental backup job from ``base`` takes the new checkpoint
+        and exports each disk with its dirty bitmap. Returns (socket, export, context) by disk."""
+        plan = self.plan
+        sources: dict[str, tuple[str, str, str]] = {}
+        xml = checkpoints.checkpoint_xml(new, plan.bitmap_disks, plan.all_targets)
+        source = await backup_begin(
+            self.src,
+            plan.vm.name,
+            plan.job_id,
+            [p.label for p in pairs],
+            plan.all_targets,
+            posixpath.dirname(pairs[0].source_path),
+            checkpoint_xml=xml,
+            incremental=base,
+        )
+        self.created_checkpoint = True
+        self.consistency = source.consistency
+        self.emit(
+            "stage", f"{plan.vm.name} keeps running: point in time taken ({source.consistency})"
+        )
+        for pair in pairs:
+            if pair.label not in source.bitmaps:
+                raise KVMCloneError(f"libvirt exported no dirty bitmap for {pair.label}")
+            sources[pair.label] = (source.socket, pair.label, source.bitmaps[pair.label])
+        return sources
+
+    async def _offline_bitmap_sources(
+        self, pairs: list[FilePair], base: str, new: str
+    ) -> dict[str, tuple[str, str, str]]:
+        """A shut-off source: create the new checkpoint, export each disk read-only through
+        qemu-nbd with ``base``'s bitmap. Returns (socket, export, context) by disk."""
+        plan = self.plan
+        sources: dict[str, tuple[str, str, str]] = {}
+        await checkpoints.create_offline(
+            self.src, plan.vm.name, new, plan.bitmap_disks, plan.all_targets
+        )
+        self.created_checkpoint = True
+        for pair in pairs:
+            export = await nbd_export.serve(
+                self.src,
+                pair.source_path,
+                "qcow2",
+                f"{plan.job_id}-{pair.label}-read",
+                writable=False,
+                bitmap=base,
+            )
+            self.exports.append(export)
+            sources[pair.label] = (export.socket, export.export, f"qemu:dirty-bitmap:{base}")
+        return sources
+
+    async def _bitmap_one(
+        self,
+        pair: FilePair,
+        sources: dict[str, tuple[str, str, str]],
+        undo: dict[str, str],
+        gate: asyncio.Semaphore,
+    ) -> FileSync:
+        """Write one disk's marked blocks into the clone (through qemu-nbd into a qcow2)."""
+        plan = self.plan
+        sizes, formats = dict(plan.virtual_sizes), dict(plan.dest_formats)
+        socket, export_name, context = sources[pair.label]
+        writer: nbd_export.NBDExport | None = None
+        async with gate:
+            if formats.get(pair.label) == "qcow2":
+                writer = await nbd_export.serve(
+                    self.dst,
+                    pair.dest_path,
+                    "qcow2",
+                    f"{plan.job_id}-{pair.label}-write",
+                    writable=True,
+                )
+                self.exports.append(writer)
+            item = FileTransfer(
+                pair.label,
+                pair.source_path,
+                pair.dest_path,
+                posixpath.dirname(pair.dest_path),
+                sizes[pair.label],
+                0,
+                nbd_socket=socket,
+                nbd_export=export_name,
+                nbd_dirty=context,
+                inplace=True,
+                dest_nbd_socket=writer.socket if writer else None,
+                dest_nbd_export=writer.export if writer else None,
+                undo_path=undo.get(pair.label),
+            )
+            result = await self._copy(item)
+            if writer is not None:
+                await nbd_export.stop(writer)  # the image is closed and flushed
+            self.emit("plan", f"{pair.label}: {format_bytes(result.bytes_written)} changed")
+            bs = plan.options.block_size
+            changed = result.bytes_written
+            size = sizes[pair.label]
+            return FileSync(
+                pair.label,
+                -(-size // bs),
+                -(-changed // bs),
+                changed,
+                result.bytes_written,
+                size,
+            )
