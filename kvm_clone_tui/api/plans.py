@@ -17,8 +17,8 @@ from kvm_clone_tui.api.units import format_bytes
 
 
 @dataclass(frozen=True)
-class Conflict:
-    """A rule that refuses the job: which one (``kind``), the sentence people read
+class Finding:
+    """What a planning rule found: which rule (``kind``), the sentence people read
     (``message``, which says what to do), and the remedy alone when there is one (``fix``)."""
 
     kind: str
@@ -30,15 +30,13 @@ class Conflict:
 
 
 @dataclass(frozen=True)
-class PlanWarning:
+class Conflict(Finding):
+    """A finding that refuses the job."""
+
+
+@dataclass(frozen=True)
+class PlanWarning(Finding):
     """Something the job does or meets that people should know; it does not refuse the job."""
-
-    kind: str
-    message: str
-    fix: str | None = None
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)
