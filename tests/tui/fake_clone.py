@@ -76,7 +76,7 @@ def fake_facts(
         new_uuid=f"11111111-2222-4333-8444-{seed:012x}",
         pool=pool,
         pool_info=pool_info,
-        source_xml=_domain_xml(vm),
+        source_xml=fake_domain_xml(vm),
         guest_cpu=no_cpu,
         source_cpu=HostView(source),
         dest_cpu=HostView(dest),
@@ -90,7 +90,7 @@ def fake_facts(
     )
 
 
-def _domain_xml(vm: VM) -> str:
+def fake_domain_xml(vm: VM) -> str:
     disks = "".join(
         f"<disk type='file' device='disk'><driver name='qemu' type='{d.format or 'raw'}'/>"
         f"<source file='{d.path}'/><target dev='{d.target}' bus='virtio'/></disk>"

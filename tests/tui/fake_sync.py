@@ -5,34 +5,102 @@ deterministic (each run of a pair changes the next size of ``changes``), and can
 exact point (``hold``: before the clone is marked, or after) until ``release`` is set, which a
 real sync cannot do reliably: cancelling before the engine marks the clone takes milliseconds.
 Like the engine, it marks the clone ``sync-state=in-progress`` in its metadata (``domain_xml``)
-while it runs and ``synced`` when it completes. Plans follow the engine's rules in short: auto
-and bitmap modes use the clone's checkpoint (running sources too), hash mode refuses a running
-source; a sync made with ``checkpoint=True`` can be reverted (``revert_sync``) until the next
-sync, else the engine's ``RevertRefused`` is raised (``revert_refused`` forces one).
+while it runs and ``synced`` when it completes. Plans are the engine's: fixed facts
+(:func:`fake_sync_facts`: the clone exists on the destination, shut off, its metadata names this
+source, its disks are as the last sync left them, the source's checkpoint is valid) through the
+real rules (``decide_sync``). A sync made with ``checkpoint=True`` can be reverted
+(``revert_sync``) until the next sync, else the engine's ``RevertRefused`` is raised
+(``revert_refused`` forces one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
-from kvm_clone_tui.api.errors import SyncRefused
-from kvm_clone_tui.api.models import DiskDevice
+from kvm_clone_tui.api.errors import HostError, SyncRefused
+from kvm_clone_tui.api.models import VM, DiskDevice, HostInventory, VMState
 from kvm_clone_tui.api.options import SyncOptions
-from kvm_clone_tui.api.plans import Conflict, FilePair, SyncPlan
+from kvm_clone_tui.api.plans import SyncPlan
 from kvm_clone_tui.api.results import SyncResult
 from kvm_clone_tui.engine.domain_rewrite import KVMCLONE_NS, read_clone_metadata
+from kvm_clone_tui.engine.plan_facts import RouteFacts
 from kvm_clone_tui.engine.progress import DiskProgress, JobEvent
+from kvm_clone_tui.engine.sync_plan import SyncFacts, decide_sync
 from kvm_clone_tui.engine.sync_undo import RevertRefused, RevertResult
-from tests.tui.fake_clone import T0, FakeCloneSource, lab_like_clone_source
+from tests.tui.fake_clone import T0, FakeCloneSource, fake_domain_xml, lab_like_clone_source
+from tests.tui.fake_source import IMAGES
 
 KiB = 1 << 10
 CHANGES = (16 << 20, 64 * KiB, 0)  # bytes changed by the 1st, 2nd, 3rd... run of a pair
+BASE = "kvmclone-base"  # the checkpoint the clone's metadata names
+STAMP = "stamp-of-the-last-sync"  # the clone's disk stamp: its metadata's, so unchanged
+
+
+def clone_of(vm: VM, target: str) -> VM:
+    """The clone of ``vm`` named ``target`` on the destination, shut off: its disks only."""
+    return replace(
+        vm,
+        name=target,
+        uuid=f"22222222-3333-4444-8555-{zlib.crc32(target.encode()):012x}",
+        state=VMState.SHUT_OFF,
+        disks=tuple(
+            replace(d, path=f"{IMAGES}/{target}-{d.target}.qcow2", backing_chain=())
+            for d in vm.disks
+            if d.device is DiskDevice.DISK
+        ),
+        nvram=None,
+    )
+
+
+def clone_xml(target: VM, source: str, of: VM | None, sync_state: str | None) -> str:
+    """The clone's definition as far as sync cares: its identity and kvmclone metadata (naming
+    ``of`` on ``source``, or another VM when ``of`` is None)."""
+    uuid = of.uuid if of is not None else "99999999-9999-4999-8999-999999999999"
+    state = f" sync-state='{sync_state}'" if sync_state else ""
+    meta = (
+        f"<metadata><kvmclone:clone xmlns:kvmclone='{KVMCLONE_NS}' source-host='{source}' "
+        f"source-uuid='{uuid}' checkpoint='{BASE}' dest-stamp='{STAMP}'{state}/></metadata>"
+    )
+    return f"<domain type='kvm'><name>{target.name}</name><uuid>{target.uuid}</uuid>{meta}</domain>"
+
+
+def fake_sync_facts(
+    inventories: dict[str, HostInventory],
+    source: str,
+    dest: str,
+    vm_name: str,
+    options: SyncOptions,
+    *,
+    job_id: str,
+    sync_state: str | None = None,
+    a_clone: bool = True,
+) -> SyncFacts:
+    """What hosts like the lab's would say to the sync planner, made up without any host: the
+    clone is there, shut off, unchanged since the last sync, the source's checkpoint valid; it
+    is a clone of another VM unless ``a_clone``."""
+    vm = inventories[source].vm(vm_name)
+    if vm is None:
+        raise HostError(source, f"no VM named {vm_name!r}")
+    target = clone_of(vm, options.target_name or vm_name)
+    return SyncFacts(
+        source=source,
+        dest=dest,
+        vm=vm,
+        target=target,
+        dest_xml=clone_xml(target, source, vm if a_clone else None, sync_state),
+        source_xml=fake_domain_xml(vm),
+        route=RouteFacts(agent_forwarding=True, agent_has_keys=False),
+        job_id=job_id,
+        dest_stamp=STAMP,
+    )
 
 
 class FakeSyncSource(FakeCloneSource):
-    """Plans nothing, syncs on script: running VMs and ``refused`` names are refused."""
+    """Plans through the real rules, syncs on script: ``refused`` names are not clones."""
 
     def __init__(self, base: FakeCloneSource, refused: frozenset[str] = frozenset()) -> None:
         super().__init__(base.inventories, base.failures)
@@ -74,44 +142,17 @@ class FakeSyncSource(FakeCloneSource):
 
     def _plan(self, source: str, dest: str, vm: str, options: SyncOptions, job_id: str) -> SyncPlan:
         target = options.target_name or vm
-        the_vm = self.inventories[source].vm(vm)
-        assert the_vm is not None
-        running = the_vm.state.value == "running"
-        conflicts = []
-        if options.mode == "hash":
-            mode, reason = "hash", "asked for (--mode hash)"
-            if running:
-                message = (
-                    f"{vm} is running: hash mode needs a shut-off source (shut it down, or use "
-                    "bitmap mode)"
-                )
-                conflicts.append(Conflict("source-running", message))
-        else:
-            mode, reason = "bitmap", "the clone is unchanged since its checkpoint kvmclone-base"
-        if target in self.refused:
-            conflicts.append(Conflict("not-a-clone", f"{target} on {dest} is not a clone of {vm}"))
-        pairs = tuple(
-            FilePair(d.target, d.path or "", f"/var/lib/libvirt/images/{target}-{d.target}.qcow2")
-            for d in the_vm.disks
-            if d.device is DiskDevice.DISK
-        )
-        return SyncPlan(
-            job_id,
+        facts = fake_sync_facts(
+            self.inventories,
             source,
             dest,
-            the_vm,
-            target,
-            "",
-            pairs,
-            mode,
-            reason,
-            "",
-            conflicts=tuple(conflicts),
-            options=options,
-            source_running=running,
-            base_checkpoint="kvmclone-base" if mode == "bitmap" else None,
-            new_checkpoint=f"kvmclone-{job_id}",
+            vm,
+            options,
+            job_id=job_id,
+            sync_state=self.sync_states.get((dest, target)),
+            a_clone=target not in self.refused,
         )
+        return decide_sync(facts, options)
 
     async def sync_vm(
         self,
@@ -186,5 +227,15 @@ class FakeSyncSource(FakeCloneSource):
 
 
 def lab_like_sync_source(refused: frozenset[str] = frozenset()) -> FakeSyncSource:
-    """:func:`lab_like_clone_source`'s hosts, able to sync on script."""
-    return FakeSyncSource(lab_like_clone_source(), refused)
+    """:func:`lab_like_clone_source`'s hosts, able to sync on script; its running ``writer``'s
+    disk is qcow2 here (the lab's is raw), so that a running source can sync in bitmap mode."""
+    base = lab_like_clone_source()
+    alpha = base.inventories["alpha"]
+    vms = tuple(
+        replace(v, disks=tuple(replace(d, format="qcow2") for d in v.disks))
+        if v.name == "writer"
+        else v
+        for v in alpha.vms
+    )
+    base.inventories["alpha"] = replace(alpha, vms=vms)
+    return FakeSyncSource(base, refused)

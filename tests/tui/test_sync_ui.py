@@ -107,7 +107,10 @@ async def test_refused_sync_shows_its_conflicts() -> None:
         )
         assert not dialog.ready and dialog.query_one("#sync", Button).disabled
         text = screen_text(app)
-        assert "writer is running: hash mode needs a shut-off source" in text
+        assert (
+            "writer is running and requested: hash mode reads the disk files, so shut it down "
+            "first" in text
+        )
         assert "refused: see the plan" in text
         await pilot.press("enter")
         assert app.screen is dialog and not app.jobs.sync_views  # nothing started
@@ -127,7 +130,10 @@ async def test_refused_sync_shows_its_conflicts() -> None:
         await pilot.press("r")
         await wait_until(pilot, lambda: view.status is JobStatus.FAILED, "the refusal")
         await wait_until(pilot, lambda: "refused" in log_text(view), "the log")
-        assert "refused: db01-x on beta is not a clone of db01" in log_text(view)
+        assert (
+            "refused: db01-x on beta is not a clone of db01 on alpha (its kvmclone metadata "
+            "names another source)" in log_text(view)
+        )
         assert "jobs: 1 failed" in str(app.status_bar.render())
 
 
@@ -141,7 +147,7 @@ async def test_dialog_plans_the_mode_and_checkpoint_and_the_session_keeps_them()
         # Defaults from the config: mode auto (config.sync.mode), no undo checkpoint.
         assert source.plans[-1].mode == "auto" and not source.plans[-1].checkpoint
         text = screen_text(app)
-        assert "mode  bitmap: the clone is unchanged since its checkpoint kvmclone-base" in text
+        assert "mode  bitmap: checkpoint kvmclone-base is valid and app.v2 is unchanged" in text
         assert "kvmclone-base → kvmclone-sync-0 (on the source, for the next sync)" in text
         assert "undo  off: this sync cannot be reverted" in text
         dialog.query_one("#checkpoint", Checkbox).value = True
