@@ -12,9 +12,10 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from kvm_clone_tui.api.events import EventCallback, JobEvent
 
@@ -46,6 +47,19 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes: the TUI captures it while it
+    runs, so an engine warning cannot scribble over the screen."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass  # StreamHandler.__init__ sets it; the property always answers sys.stderr
 
 
 class _Plain(logging.Formatter):
@@ -87,7 +101,7 @@ def configure(
         raise SystemExit(f"kvm-clone: error: {FORMAT_ENV} must be text or json (got {fmt!r})")
     path = log_file or env.get(FILE_ENV) or None
     handler: logging.Handler
-    handler = logging.FileHandler(path, encoding="utf-8") if path else logging.StreamHandler()
+    handler = logging.FileHandler(path, encoding="utf-8") if path else _Stderr()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     elif path:
